@@ -1,0 +1,314 @@
+//! Egress rules and service bindings as written in a spec.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::host::HostPattern;
+use crate::located::Located;
+use crate::names::{BindingName, HeaderName, SecretName};
+
+/// Whether the workload gets any network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// No network at all (the default).
+    #[default]
+    Deny,
+    /// Only the destinations in `allow` (and binding hosts), through the egress proxy.
+    Allowlist,
+}
+
+/// Network egress for the workload.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EgressSpec {
+    /// `deny` (default): no network. `allowlist`: only the `allow` rules, via the proxy.
+    #[serde(default)]
+    pub mode: Located<EgressMode>,
+    /// Destinations the workload may reach in `allowlist` mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Located<AllowRule>>,
+}
+
+/// One allowed destination: either `host` or `cidr`, with the ports it may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AllowRule {
+    /// A DNS name (`pypi.org`) or wildcard suffix (`*.pythonhosted.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Located<HostPattern>>,
+    /// An address range such as `203.0.113.0/24`. Private, loopback and link-local
+    /// ranges are reachable only when a rule names them this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<Located<Cidr>>,
+    /// Destination ports, each 1-65535.
+    pub ports: Located<Vec<Port>>,
+    /// Must be `true` for a rule that allows every address (`0.0.0.0/0` or `::/0`),
+    /// to show the openness is intended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledge_any_address: bool,
+}
+
+/// A TCP port, 1-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Port(#[schemars(range(min = 1, max = 65535))] pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        match u16::try_from(value) {
+            Ok(port) if port > 0 => Ok(Port(port)),
+            _ => Err(serde::de::Error::custom(format!(
+                "port {value} is out of range (1-65535)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An IP network in CIDR notation with no host bits set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr(pub IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.contains('/') {
+            let hint = match s.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => format!(" (write {s}/32 for one address)"),
+                Ok(std::net::IpAddr::V6(_)) => format!(" (write {s}/128 for one address)"),
+                Err(_) => String::new(),
+            };
+            return Err(format!("invalid CIDR {s:?}: missing '/prefix'{hint}"));
+        }
+        let net: IpNet = s.parse().map_err(|_| format!("invalid CIDR {s:?}"))?;
+        if net.trunc() != net {
+            return Err(format!(
+                "CIDR {s:?} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Cidr(net))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl JsonSchema for Cidr {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Cidr")
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An IPv4 or IPv6 network in CIDR notation with no host bits set, e.g. `203.0.113.0/24`.",
+            "pattern": "/[0-9]{1,3}$"
+        })
+    }
+}
+
+/// A service binding: requests the workload sends to `http://<host>/...` are forwarded
+/// by the egress proxy over verified TLS with the secret injected into one header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Binding {
+    /// Binding name, unique within the session; appears in the audit.
+    pub name: Located<BindingName>,
+    /// The upstream host (an exact DNS name). The credential is only ever sent here.
+    pub host: Located<HostPattern>,
+    /// Upstream HTTPS port. Default 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    /// Name of the secret whose value the proxy injects.
+    pub secret: Located<SecretName>,
+    /// Where and how the secret is injected.
+    pub inject: Inject,
+    /// HTTP methods the workload may use through this binding. Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<Located<HttpMethod>>>,
+    /// Request paths the workload may use: exact (`/v1/user`) or prefix (`/repos/*`).
+    /// Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<Located<PathPattern>>>,
+}
+
+/// Header injection for a binding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Inject {
+    /// Header to set (overwriting whatever the workload sent), e.g. `Authorization`.
+    pub header: Located<HeaderName>,
+    /// Header value template containing `{secret}` exactly once, e.g. `Bearer {secret}`.
+    /// Default: `{secret}`.
+    #[serde(default = "default_format")]
+    pub format: Located<String>,
+}
+
+fn default_format() -> Located<String> {
+    Located::new("{secret}".to_owned())
+}
+
+/// An HTTP method a binding permits.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs, reason = "HTTP method names are self-describing")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+}
+
+impl fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        f.write_str(text.as_deref().unwrap_or("?"))
+    }
+}
+
+/// A request path pattern: exact (`/v1/user`) or a prefix ending in `*` (`/repos/*`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathPattern(String);
+
+impl PathPattern {
+    /// Whether a request path (without query) is covered. Paths containing `..` or `%2e`
+    /// segments never match, so a prefix cannot be escaped.
+    pub fn matches(&self, path: &str) -> bool {
+        if path
+            .split('/')
+            .any(|seg| seg == ".." || seg == "." || seg.to_ascii_lowercase().contains("%2e"))
+        {
+            return false;
+        }
+        match self.0.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == self.0,
+        }
+    }
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PathPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!("path pattern {s:?} must start with '/'"));
+        }
+        if s.trim_end_matches('*').contains('*') || s.ends_with("**") {
+            return Err(format!(
+                "path pattern {s:?}: '*' is only allowed once, at the end"
+            ));
+        }
+        if s.split('/').any(|seg| seg == ".." || seg == ".") || s.contains(['?', '#', '\0', ' ']) {
+            return Err(format!(
+                "path pattern {s:?} must not contain '.', '..', '?', '#' or spaces"
+            ));
+        }
+        Ok(PathPattern(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for PathPattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for PathPattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl JsonSchema for PathPattern {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("PathPattern")
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An exact request path (`/v1/user`) or a prefix ending in `*` (`/repos/*`).",
+            "pattern": "^/"
+        })
+    }
+}
+
+impl<T: Default> Default for Located<T> {
+    fn default() -> Self {
+        Located::new(T::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_must_be_network_addresses() {
+        assert!("10.0.0.0/8".parse::<Cidr>().is_ok());
+        assert!("2001:db8::/32".parse::<Cidr>().is_ok());
+        let err = "10.0.0.1/8".parse::<Cidr>().expect_err("host bits");
+        assert!(err.contains("did you mean 10.0.0.0/8"), "{err}");
+        assert!(
+            "10.0.0.1"
+                .parse::<Cidr>()
+                .expect_err("no prefix")
+                .contains("10.0.0.1/32")
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("010.0.0.0/8".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn path_patterns_cannot_be_escaped() {
+        let p: PathPattern = "/repos/*".parse().expect("pattern");
+        assert!(p.matches("/repos/a/b"));
+        assert!(!p.matches("/repos/../admin"));
+        assert!(!p.matches("/repos/%2E%2E/admin"));
+        assert!(!p.matches("/user"));
+        let exact: PathPattern = "/v1/user".parse().expect("pattern");
+        assert!(exact.matches("/v1/user"));
+        assert!(!exact.matches("/v1/user/x"));
+        assert!("repos".parse::<PathPattern>().is_err());
+        assert!("/a/*/b".parse::<PathPattern>().is_err());
+    }
+}

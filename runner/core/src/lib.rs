@@ -1,1 +1,50 @@
-//! placeholder
+//! Enclave core: the plan and its planner, the egress decision, the backend trait, the
+//! orchestrator, kill-reason derivation, the audit chain, and secret handling.
+//!
+//! Main design decision: everything that decides (policy, egress, status, kill reason)
+//! lives here, once, and backends only report facts. The crate does no IO: no async
+//! runtime, no filesystem, no network. Time comes from an injected [`Clock`], audit
+//! records go to an injected [`AuditSink`], and secrets come from an injected
+//! [`SecretStore`]. It must never let a secret value reach a plan, an event, an audit
+//! record, an error or a result.
+
+mod address;
+mod audit;
+mod backend;
+mod clock;
+mod egress;
+mod event;
+mod kill_reason;
+mod orchestrator;
+mod plan;
+mod planner;
+mod quota;
+mod result;
+mod secret;
+mod session_id;
+
+pub use address::{AddressClass, classify, effective_address, embedded_ipv4, special_ranges};
+pub use audit::{
+    AuditChain, AuditEvent, AuditRecord, AuditSink, AuditWriteError, BrokenRecord, MemoryAuditSink,
+    VerifyReport, genesis, to_jsonl_line, verify_jsonl,
+};
+pub use backend::{Backend, BackendError, Capabilities, RunHandle, Support, TeardownReport};
+pub use clock::{Clock, rfc3339};
+pub use egress::{
+    BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase, Resolution,
+    check_binding_scope, decide,
+};
+pub use event::{BackendEvent, BackendEvents, SessionEvent, Stream, TimedEvent};
+pub use kill_reason::{
+    ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status,
+};
+pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun, handle_for};
+pub use plan::{
+    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation,
+    NetworkMode, PLAN_FORMAT, Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
+};
+pub use planner::{WORKLOAD_UID, plan};
+pub use quota::{PlanError, Policy, Quotas};
+pub use result::{DeniedEgress, SessionResult, StepResult};
+pub use secret::{MemorySecrets, NoSecrets, Redactor, Secret, SecretStore};
+pub use session_id::{InvalidSessionId, SessionId};

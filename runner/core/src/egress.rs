@@ -1,0 +1,324 @@
+//! The egress decision: one implementation, used by the simulator now and by the egress
+//! proxy, so a modelled attempt and a real one always get the same answer.
+//!
+//! A decision has two halves. The name half canonicalises the host (one strict
+//! canonicaliser, [`enclave_spec::canonical_host`]) and finds the rule that admits it in
+//! the current phase. The address half classifies every address the name resolved to
+//! (or the literal) and denies special ranges unless a CIDR rule names them; the caller
+//! then connects only to an address it vetted here.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use enclave_spec::{EgressMode, Host, HttpMethod, canonical_host};
+use serde::{Deserialize, Serialize};
+
+use crate::address::{AddressClass, classify, effective_address};
+use crate::plan::{BindingPlan, Plan, RuleTarget};
+
+/// Which phase's reach applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressPhase {
+    /// The clone step: only the repository host.
+    Clone,
+    /// The workload: the plan's allow rules and binding hosts.
+    Run,
+}
+
+impl fmt::Display for EgressPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EgressPhase::Clone => "clone",
+            EgressPhase::Run => "run",
+        })
+    }
+}
+
+/// The outcome of an egress check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed by a rule (`allow[N]`, `binding:NAME` or `clone:repo`).
+    Allow {
+        /// The admitting rule.
+        rule: String,
+    },
+    /// Denied.
+    Deny {
+        /// Why.
+        reason: DenyReason,
+    },
+}
+
+impl Decision {
+    /// Whether this is an allow.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Allow { rule } => write!(f, "allow ({rule})"),
+            Decision::Deny { reason } => write!(f, "deny ({reason})"),
+        }
+    }
+}
+
+/// Why an egress attempt was denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The session has no network (`egress.mode: deny`).
+    NoNetwork,
+    /// The host spelling was refused by the canonicaliser.
+    InvalidHost {
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// No rule names this host or address.
+    NotAllowlisted,
+    /// A rule names the host, but not this port.
+    PortNotAllowed,
+    /// A special address (private, loopback, ...) that no CIDR rule names.
+    SpecialAddress {
+        /// The address.
+        address: IpAddr,
+        /// Its class.
+        class: AddressClass,
+    },
+    /// A cloud metadata address: never reachable.
+    Metadata {
+        /// The address.
+        address: IpAddr,
+    },
+    /// One of the proxy's own addresses.
+    ProxySelf {
+        /// The address.
+        address: IpAddr,
+    },
+    /// The clone step may reach only the repository host.
+    CloneOnlyRepoHost,
+    /// The name resolved to no address.
+    NoAddress,
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::NoNetwork => f.write_str("egress mode is deny"),
+            DenyReason::InvalidHost { detail } => write!(f, "invalid host: {detail}"),
+            DenyReason::NotAllowlisted => f.write_str("not in the allowlist"),
+            DenyReason::PortNotAllowed => f.write_str("port not allowed for this host"),
+            DenyReason::SpecialAddress { address, class } => {
+                write!(
+                    f,
+                    "{address} is {class}; only a cidr rule naming it opens it"
+                )
+            }
+            DenyReason::Metadata { address } => {
+                write!(f, "{address} is the cloud metadata address")
+            }
+            DenyReason::ProxySelf { address } => write!(f, "{address} is the egress proxy itself"),
+            DenyReason::CloneOnlyRepoHost => {
+                f.write_str("the clone step may reach only the repository host")
+            }
+            DenyReason::NoAddress => f.write_str("the name resolved to no address"),
+        }
+    }
+}
+
+/// What a decision is made against.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionContext<'a> {
+    /// The session's plan.
+    pub plan: &'a Plan,
+    /// The phase whose reach applies.
+    pub phase: EgressPhase,
+    /// Addresses of the proxy itself, always denied.
+    pub proxy_addresses: &'a [IpAddr],
+}
+
+/// Addresses a name resolved to.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolution<'a> {
+    /// The caller resolved the name (once) to these addresses; it must connect only to
+    /// one of them, and only if the decision allows.
+    Resolved(&'a [IpAddr]),
+    /// Addresses are not known (the simulator without a modelled DNS answer): the
+    /// decision covers the name only.
+    NotModelled,
+}
+
+/// Decides one connection attempt to `host:port` as written by the workload.
+pub fn decide(
+    ctx: &DecisionContext<'_>,
+    host: &str,
+    port: u16,
+    resolution: Resolution<'_>,
+) -> Decision {
+    let deny = |reason| Decision::Deny { reason };
+    let host = match canonical_host(host) {
+        Ok(h) => h,
+        Err(e) => {
+            return deny(DenyReason::InvalidHost {
+                detail: e.to_string(),
+            });
+        }
+    };
+    let rule = match name_rule(ctx, &host, port) {
+        Ok(rule) => rule,
+        Err(reason) => return deny(reason),
+    };
+    let literal;
+    let addresses: &[IpAddr] = match (&host, resolution) {
+        (Host::Ip(ip), _) => {
+            literal = [*ip];
+            &literal
+        }
+        (Host::Domain(_), Resolution::Resolved([])) => return deny(DenyReason::NoAddress),
+        (Host::Domain(_), Resolution::Resolved(addrs)) => addrs,
+        (Host::Domain(_), Resolution::NotModelled) => &[],
+    };
+    for address in addresses {
+        if let Err(reason) = vet_address(ctx, *address, port) {
+            return deny(reason);
+        }
+    }
+    Decision::Allow { rule }
+}
+
+/// Finds the rule admitting a canonical host in the context's phase.
+fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String, DenyReason> {
+    match ctx.phase {
+        EgressPhase::Clone => {
+            let clone = ctx
+                .plan
+                .clone_phase()
+                .ok_or(DenyReason::CloneOnlyRepoHost)?;
+            match canonical_host(&clone.host) {
+                Ok(repo) if &repo == host && clone.port == port => Ok("clone:repo".to_owned()),
+                _ => Err(DenyReason::CloneOnlyRepoHost),
+            }
+        }
+        EgressPhase::Run => {
+            if ctx.plan.egress.mode == EgressMode::Deny {
+                return Err(DenyReason::NoNetwork);
+            }
+            let mut port_mismatch = false;
+            if let Host::Domain(name) = host {
+                for binding in &ctx.plan.bindings {
+                    if &binding.host == name {
+                        if binding.port == port {
+                            return Ok(format!("binding:{}", binding.name));
+                        }
+                        port_mismatch = true;
+                    }
+                }
+            }
+            for rule in &ctx.plan.egress.rules {
+                let matched = match (&rule.target, host) {
+                    (RuleTarget::Host(pattern), Host::Domain(_)) => pattern.matches(host),
+                    (RuleTarget::Cidr(net), Host::Ip(ip)) => net.contains(&effective_address(*ip)),
+                    _ => false,
+                };
+                if matched {
+                    if rule.ports.contains(&port) {
+                        return Ok(rule.id.clone());
+                    }
+                    port_mismatch = true;
+                }
+            }
+            Err(if port_mismatch {
+                DenyReason::PortNotAllowed
+            } else {
+                DenyReason::NotAllowlisted
+            })
+        }
+    }
+}
+
+/// Checks one address: never metadata or the proxy; special ranges only when a CIDR
+/// rule lying inside that range (so naming it) covers the address and port.
+fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<(), DenyReason> {
+    let effective = effective_address(address);
+    if ctx
+        .proxy_addresses
+        .iter()
+        .any(|p| *p == address || effective_address(*p) == effective)
+    {
+        return Err(DenyReason::ProxySelf { address });
+    }
+    let (class, range) = classify(address);
+    match (class, range) {
+        (AddressClass::Metadata, _) => Err(DenyReason::Metadata { address }),
+        (AddressClass::Public, _) => Ok(()),
+        (class, Some(range)) => {
+            let named = ctx.plan.egress.rules.iter().any(|rule| match &rule.target {
+                RuleTarget::Cidr(net) => {
+                    net.prefix_len() >= range.prefix_len()
+                        && net.contains(&effective)
+                        && rule.ports.contains(&port)
+                }
+                RuleTarget::Host(_) => false,
+            });
+            if named {
+                Ok(())
+            } else {
+                Err(DenyReason::SpecialAddress { address, class })
+            }
+        }
+        (class, None) => Err(DenyReason::SpecialAddress { address, class }),
+    }
+}
+
+/// Why a request through a binding was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BindingScopeError {
+    /// The method is outside the binding's `methods`.
+    #[error("method {method} is not allowed by binding {binding}")]
+    Method {
+        /// Binding name.
+        binding: String,
+        /// The refused method.
+        method: String,
+    },
+    /// The path is outside the binding's `paths`.
+    #[error("path {path} is not allowed by binding {binding}")]
+    Path {
+        /// Binding name.
+        binding: String,
+        /// The refused path.
+        path: String,
+    },
+}
+
+/// Checks a request's method and path (query ignored) against a binding's scope.
+pub fn check_binding_scope(
+    binding: &BindingPlan,
+    method: &str,
+    path: &str,
+) -> Result<(), BindingScopeError> {
+    if let Some(methods) = &binding.methods {
+        let allowed = methods.iter().any(|m: &HttpMethod| m.to_string() == method);
+        if !allowed {
+            return Err(BindingScopeError::Method {
+                binding: binding.name.clone(),
+                method: method.to_owned(),
+            });
+        }
+    }
+    let bare = path.split(['?', '#']).next().unwrap_or(path);
+    if let Some(paths) = &binding.paths {
+        if !paths.iter().any(|p| p.matches(bare)) {
+            return Err(BindingScopeError::Path {
+                binding: binding.name.clone(),
+                path: bare.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}

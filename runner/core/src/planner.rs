@@ -1,0 +1,264 @@
+//! `plan()`: a pure function from a validated spec and a policy to a [`Plan`].
+
+use std::collections::BTreeMap;
+
+use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Position, SessionSpec};
+
+use crate::address::{AddressClass, special_ranges};
+use crate::plan::{
+    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation,
+    NetworkMode, PLAN_FORMAT, Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
+};
+use crate::quota::{PlanError, Policy, Quotas};
+
+/// The uid and gid every workload runs as (nobody).
+pub const WORKLOAD_UID: u32 = 65534;
+
+/// Resolves a spec under a policy. Pure and deterministic: the same inputs give the same
+/// plan and digest.
+pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
+    let body = &spec.spec;
+    if policy.isolation != Isolation::Gvisor && !policy.permit_weaker_isolation {
+        return Err(PlanError::WeakerIsolationNotPermitted(policy.isolation));
+    }
+    let quotas = resolve_quotas(spec, policy)?;
+
+    let mut phases = Vec::new();
+    if let Some(repo) = &body.repo {
+        phases.push(Phase::Clone(ClonePhase {
+            url: repo.url.to_string(),
+            scheme: repo.url.scheme,
+            host: repo.url.host.to_string(),
+            port: repo.url.port,
+            git_ref: repo.git_ref.as_ref().map(|r| r.value.clone()),
+            credential: repo.credential.as_ref().map(|c| c.to_string()),
+        }));
+    }
+    let env = plain_env(&body.env);
+    let program = match (&body.command, &body.steps) {
+        (Some(argv), _) => Program::Command {
+            argv: argv.value.clone(),
+        },
+        (None, Some(steps)) => Program::Steps {
+            steps: steps
+                .iter()
+                .map(|s| StepPlan {
+                    name: s.name.value.clone(),
+                    run: s.run.value.clone(),
+                    env: plain_env(&s.env),
+                    timeout_ms: s.timeout.as_ref().map(|t| t.0),
+                })
+                .collect(),
+        },
+        // Validation guarantees one of the two; an empty program fails loudly at launch.
+        (None, None) => Program::Command { argv: Vec::new() },
+    };
+    phases.push(Phase::Run(RunPhase {
+        image: body
+            .image
+            .as_ref()
+            .map_or_else(|| policy.default_image.clone(), |i| i.value.clone()),
+        workdir: body
+            .workdir
+            .as_ref()
+            .map_or_else(|| ".".to_owned(), |w| w.to_string()),
+        env,
+        program,
+    }));
+
+    let egress = egress_policy(spec);
+    let mut warnings = Vec::new();
+    if policy.isolation == Isolation::HostKernel {
+        warnings.push(
+            "isolation host-kernel: the workload shares the host kernel (no gVisor); requested explicitly".to_owned(),
+        );
+    }
+
+    let mut plan = Plan {
+        format: PLAN_FORMAT.to_owned(),
+        digest: PlanDigest::default(),
+        name: spec.metadata.name.to_string(),
+        labels: spec.metadata.labels.clone(),
+        phases,
+        containment: Containment {
+            isolation: policy.isolation,
+            run_as_user: WORKLOAD_UID,
+            run_as_group: WORKLOAD_UID,
+            read_only_root_fs: true,
+            no_new_privileges: true,
+            capabilities: Vec::new(),
+            service_account_token: false,
+            host_mounts: Vec::new(),
+            network: match egress.mode {
+                EgressMode::Deny => NetworkMode::None,
+                EgressMode::Allowlist => NetworkMode::ProxyOnly,
+            },
+        },
+        egress,
+        bindings: body
+            .bindings
+            .iter()
+            .map(|b| BindingPlan {
+                name: b.name.to_string(),
+                host: b.host.to_string(),
+                port: b.port.map_or(443, |p| p.0),
+                secret: b.secret.to_string(),
+                header: b.inject.header.to_string(),
+                format: b.inject.format.value.clone(),
+                methods: b
+                    .methods
+                    .as_ref()
+                    .map(|ms| ms.iter().map(|m| m.value).collect()),
+                paths: b
+                    .paths
+                    .as_ref()
+                    .map(|ps| ps.iter().map(|p| p.value.clone()).collect()),
+            })
+            .collect(),
+        quotas,
+        artifacts: body.artifacts.iter().map(|a| a.to_string()).collect(),
+        warnings,
+        simulate: body.simulate.clone(),
+    };
+    plan.digest = plan.compute_digest();
+    Ok(plan)
+}
+
+fn plain_env(env: &BTreeMap<enclave_spec::EnvName, Located<String>>) -> BTreeMap<String, String> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.value.clone()))
+        .collect()
+}
+
+fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
+    let egress = &spec.spec.egress;
+    let rules: Vec<EgressRule> = egress
+        .allow
+        .iter()
+        .enumerate()
+        .filter_map(|(index, rule)| {
+            let target = match (&rule.host, &rule.cidr) {
+                (Some(host), _) => RuleTarget::Host(host.value.clone()),
+                (None, Some(cidr)) => RuleTarget::Cidr(cidr.0),
+                (None, None) => return None,
+            };
+            let mut ports: Vec<u16> = rule.ports.iter().map(|p| p.0).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            Some(EgressRule {
+                id: format!("allow[{index}]"),
+                target,
+                ports,
+            })
+        })
+        .collect();
+    let implicit_denies = special_ranges()
+        .into_iter()
+        .map(|(range, class)| ImplicitDeny {
+            cidr: range,
+            class,
+            opened_by: if class == AddressClass::Metadata {
+                Vec::new()
+            } else {
+                rules
+                    .iter()
+                    .filter(|r| match &r.target {
+                        RuleTarget::Cidr(net) => {
+                            net.prefix_len() >= range.prefix_len() && range.contains(net)
+                        }
+                        RuleTarget::Host(_) => false,
+                    })
+                    .map(|r| r.id.clone())
+                    .collect()
+            },
+        })
+        .collect();
+    EgressPolicy {
+        mode: *egress.mode,
+        rules,
+        implicit_denies,
+    }
+}
+
+fn resolve_quotas(spec: &SessionSpec, policy: &Policy) -> Result<Quotas, PlanError> {
+    let q = &spec.spec.quotas;
+    let d = &policy.defaults;
+    let resolved = Quotas {
+        cpu_millis: q.cpu.as_ref().map_or(d.cpu_millis, |v| v.0),
+        memory_bytes: q.memory.as_ref().map_or(d.memory_bytes, |v| v.0),
+        pids: q.pids.as_ref().map_or(d.pids, |v| v.value),
+        deadline_ms: q.deadline.as_ref().map_or(d.deadline_ms, |v| v.0),
+        disk_bytes: q.disk.as_ref().map_or(d.disk_bytes, |v| v.0),
+        log_bytes: q.log_bytes.as_ref().map_or(d.log_bytes, |v| v.0),
+    };
+    let pos = |p: Option<Position>| p.unwrap_or(Position::UNKNOWN);
+    let checks: [(&'static str, u64, u64, u64, Position, fn(u64) -> String); 6] = [
+        (
+            "cpu",
+            resolved.cpu_millis,
+            policy.min.cpu_millis,
+            policy.max.cpu_millis,
+            pos(q.cpu.as_ref().map(|v| v.position)),
+            |v| Millicores(v).to_string(),
+        ),
+        (
+            "memory",
+            resolved.memory_bytes,
+            policy.min.memory_bytes,
+            policy.max.memory_bytes,
+            pos(q.memory.as_ref().map(|v| v.position)),
+            |v| ByteSize(v).to_string(),
+        ),
+        (
+            "pids",
+            u64::from(resolved.pids),
+            u64::from(policy.min.pids),
+            u64::from(policy.max.pids),
+            pos(q.pids.as_ref().map(|v| v.position)),
+            |v| v.to_string(),
+        ),
+        (
+            "deadline",
+            resolved.deadline_ms,
+            policy.min.deadline_ms,
+            policy.max.deadline_ms,
+            pos(q.deadline.as_ref().map(|v| v.position)),
+            |v| DurationMs(v).to_string(),
+        ),
+        (
+            "disk",
+            resolved.disk_bytes,
+            policy.min.disk_bytes,
+            policy.max.disk_bytes,
+            pos(q.disk.as_ref().map(|v| v.position)),
+            |v| ByteSize(v).to_string(),
+        ),
+        (
+            "logBytes",
+            resolved.log_bytes,
+            policy.min.log_bytes,
+            policy.max.log_bytes,
+            pos(q.log_bytes.as_ref().map(|v| v.position)),
+            |v| ByteSize(v).to_string(),
+        ),
+    ];
+    for (quota, value, min, max, position, show) in checks {
+        if value > max {
+            return Err(PlanError::QuotaAboveMax {
+                quota,
+                requested: show(value),
+                max: show(max),
+                position,
+            });
+        }
+        if value < min {
+            return Err(PlanError::QuotaBelowMin {
+                quota,
+                requested: show(value),
+                min: show(min),
+                position,
+            });
+        }
+    }
+    Ok(resolved)
+}

@@ -1,1 +1,208 @@
-fn main() {}
+//! The `enclave` command: validate, plan and run session specs; verify audit chains.
+//!
+//! Main design decision: the binary is a thin reporter. Parsing, planning, orchestration
+//! and status derivation live in the library crates; this crate only reads files,
+//! picks a backend, prints events and results, and maps outcomes to exit codes.
+
+mod audit_cmd;
+mod plan_text;
+mod run_cmd;
+mod spec_input;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, documented in `--help`.
+mod exit {
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const FAILED: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
+    pub(crate) const KILLED: u8 = 3;
+    pub(crate) const ERRORED: u8 = 4;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 the workload failed (non-zero exit) or the audit chain is broken;
+2 invalid input (bad spec, plan refused, bad arguments); 3 the session was killed
+(quota, deadline, cancel, lost sandbox); 4 Enclave itself could not run the session.
+
+Start with:
+  enclave run                              run the built-in example on the simulator
+  enclave validate examples/sessions/hello.yaml
+  enclave plan examples/sessions/binding-github-api.yaml";
+
+/// Run untrusted code in ephemeral, contained sessions described by a YAML spec.
+#[derive(Debug, Parser)]
+#[command(name = "enclave", version, about, long_about = None, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check session specs and report every problem with file:line:column.
+    ///
+    /// Structural problems (unknown keys, wrong types, bad values) stop at the first
+    /// one; cross-field problems are all reported. Warnings (e.g. an env value that
+    /// looks like a token) do not fail validation.
+    Validate(ValidateArgs),
+    /// Show what a session would do: phases, containment, reachable destinations,
+    /// bindings and quotas, with defaults applied.
+    Plan(PlanArgs),
+    /// Run a session and stream its events; print a summary at the end.
+    ///
+    /// Without FILE, runs a built-in example. Records go to an audit chain (JSONL)
+    /// that `enclave audit verify` checks. Ctrl-C cancels the session (it is still
+    /// torn down and audited).
+    Run(RunArgs),
+    /// Verify or show an audit chain written by `enclave run`.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print the JSON Schema of session specs (also in schema/session.schema.json).
+    Schema,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// Spec files to check.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The spec file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    #[command(flatten)]
+    isolation: IsolationArg,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The spec file; omit to run the built-in example (examples/sessions/hello.yaml).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Where the session runs. `sim` models the spec's `simulate` block and executes
+    /// nothing; its results are marked simulated.
+    #[arg(long, short, value_enum, default_value_t = BackendKind::Sim)]
+    backend: BackendKind,
+    /// Output: `text` streams a readable timeline, `json` prints the result document,
+    /// `jsonl` streams every event as a JSON line (the last one holds the result).
+    #[arg(long, short, value_enum, default_value_t = RunFormat::Text)]
+    output: RunFormat,
+    /// Directory for the session's audit chain (`<id>.audit.jsonl`) and result
+    /// (`<id>.result.json`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".enclave/sessions",
+        env = "ENCLAVE_SESSIONS_DIR"
+    )]
+    sessions_dir: PathBuf,
+    #[command(flatten)]
+    isolation: IsolationArg,
+}
+
+#[derive(Debug, Args)]
+struct IsolationArg {
+    /// Kernel isolation. `gvisor` is the default and the only secure choice;
+    /// `host-kernel` must be asked for explicitly, is printed as a warning and is
+    /// recorded in the plan, the result and the audit.
+    #[arg(long, value_enum, default_value_t = IsolationChoice::Gvisor)]
+    isolation: IsolationChoice,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain and name the first record that does not hold.
+    Verify {
+        /// The audit file (JSONL).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Also require the chain to end at this digest (from the session result), which
+        /// detects records cut off the end.
+        #[arg(long, value_name = "SHA256")]
+        digest: Option<String>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Print the chain as a timeline.
+    Show {
+        /// The audit file (JSONL).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RunFormat {
+    Text,
+    Json,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// The simulator: models behaviour, never executes code.
+    Sim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IsolationChoice {
+    /// gVisor (runsc) user-space kernel.
+    Gvisor,
+    /// The host kernel (weaker; explicit opt-in).
+    HostKernel,
+}
+
+impl IsolationArg {
+    fn policy(&self) -> enclave_core::Policy {
+        let mut policy = enclave_core::Policy::default();
+        if self.isolation == IsolationChoice::HostKernel {
+            policy.isolation = enclave_core::Isolation::HostKernel;
+            policy.permit_weaker_isolation = true;
+        }
+        policy
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate(args) => spec_input::validate(&args.files, args.output == Format::Json),
+        Command::Plan(args) => plan_text::plan_command(
+            &args.file,
+            args.output == Format::Json,
+            &args.isolation.policy(),
+        ),
+        Command::Run(args) => run_cmd::run_command(&args),
+        Command::Audit(AuditCommand::Verify {
+            file,
+            digest,
+            output,
+        }) => audit_cmd::verify(&file, digest.as_deref(), output == Format::Json),
+        Command::Audit(AuditCommand::Show { file }) => audit_cmd::show(&file),
+        Command::Schema => {
+            print!("{}", enclave_spec::session_schema_json());
+            exit::OK
+        }
+    };
+    ExitCode::from(code)
+}

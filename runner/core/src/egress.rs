@@ -168,6 +168,16 @@ pub fn decide(
             });
         }
     };
+    if ctx.phase == EgressPhase::Run && ctx.plan.egress.mode == EgressMode::Deny {
+        return deny(DenyReason::NoNetwork);
+    }
+    // An address literal is classified before rules are matched, so the reason names
+    // what the address is (metadata, private, ...) rather than just "not allowlisted".
+    if let Host::Ip(ip) = &host {
+        if let Err(reason) = vet_address(ctx, *ip, port) {
+            return deny(reason);
+        }
+    }
     let rule = match name_rule(ctx, &host, port) {
         Ok(rule) => rule,
         Err(reason) => return deny(reason),

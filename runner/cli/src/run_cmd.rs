@@ -1,0 +1,334 @@
+//! `enclave run`: one session, streamed as it happens, with an audit chain on disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use enclave_core::{
+    AuditRecord, AuditSink, AuditWriteError, NoSecrets, Orchestrator, SessionEvent, SessionId,
+    SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
+};
+use enclave_sim::{SimBackend, WallClock};
+use futures::FutureExt as _;
+
+use crate::{BackendKind, RunArgs, RunFormat, exit, plan_text};
+
+/// Appends each record to a JSONL file and flushes it, so a crash loses nothing
+/// already recorded.
+struct JsonlAuditFile {
+    file: File,
+}
+
+impl AuditSink for JsonlAuditFile {
+    fn append(&mut self, record: &AuditRecord) -> Result<(), AuditWriteError> {
+        let line = to_jsonl_line(record);
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| AuditWriteError {
+                seq: record.seq,
+                source: Box::new(e),
+            })
+    }
+}
+
+fn new_session_id() -> SessionId {
+    let id = format!("ses-{}", uuid::Uuid::now_v7().simple());
+    SessionId::new(id).unwrap_or_else(|e| unreachable!("generated ids are valid: {e}"))
+}
+
+pub(crate) fn run_command(args: &RunArgs) -> u8 {
+    let plan = match plan_text::load_plan(args.file.as_deref(), &args.isolation.policy()) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let session = new_session_id();
+    if let Err(e) = std::fs::create_dir_all(&args.sessions_dir) {
+        eprintln!("error: cannot create {}: {e}", args.sessions_dir.display());
+        return exit::ERRORED;
+    }
+    let audit_path = args.sessions_dir.join(format!("{session}.audit.jsonl"));
+    let result_path = args.sessions_dir.join(format!("{session}.result.json"));
+    let file = match OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&audit_path)
+    {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create audit file {}: {e}",
+                audit_path.display()
+            );
+            return exit::ERRORED;
+        }
+    };
+    let mut audit = JsonlAuditFile { file };
+    let backend = match args.backend {
+        BackendKind::Sim => Arc::new(SimBackend::new()),
+    };
+    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(NoSecrets));
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::ERRORED;
+        }
+    };
+    let mut printer = Printer::new(args.output);
+    if args.output == RunFormat::Text {
+        printer.header(
+            &session,
+            &plan,
+            orchestrator.backend().name(),
+            orchestrator.backend().capabilities().executes_code,
+        );
+    }
+    let outcome = runtime.block_on(async {
+        let clock = orchestrator.clock_for(&session);
+        let modelled = enclave_sim::modelled_cancel(&plan).map(|after| clock.sleep(after));
+        let cancel = async move {
+            match modelled {
+                Some(sleep) => sleep.await,
+                None => {
+                    // If Ctrl-C cannot be watched, never cancel rather than cancel at once.
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        futures::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+        .boxed();
+        let mut listener = |event: &TimedEvent| printer.event(event);
+        orchestrator
+            .run(SessionRun {
+                session: session.clone(),
+                plan: &plan,
+                audit: &mut audit,
+                listener: &mut listener,
+                cancel,
+            })
+            .await
+    });
+    let result = match outcome {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            return exit::ERRORED;
+        }
+    };
+    if let Err(e) = std::fs::write(
+        &result_path,
+        serde_json::to_vec_pretty(&result).unwrap_or_default(),
+    ) {
+        eprintln!("warning: cannot write {}: {e}", result_path.display());
+    }
+    match args.output {
+        RunFormat::Text => print_summary(&result, &audit_path, &result_path),
+        RunFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        ),
+        RunFormat::Jsonl => {}
+    }
+    match result.status {
+        SessionStatus::Succeeded => exit::OK,
+        SessionStatus::Failed { .. } => exit::FAILED,
+        SessionStatus::Killed { .. } => exit::KILLED,
+        _ => exit::ERRORED,
+    }
+}
+
+/// Prints events as they arrive.
+struct Printer {
+    format: RunFormat,
+    start_ms: Option<i64>,
+    /// Modelled output volume not yet printed: (offset label, lines, bytes). Consecutive
+    /// volume events are shown as one line.
+    pending_volume: Option<(String, u64, u64)>,
+}
+
+impl Printer {
+    fn new(format: RunFormat) -> Self {
+        Self {
+            format,
+            start_ms: None,
+            pending_volume: None,
+        }
+    }
+
+    fn flush_volume(&mut self) {
+        if let Some((offset, lines, bytes)) = self.pending_volume.take() {
+            println!(
+                "{offset:>10}  output   {lines} lines, {} so far (modelled volume; the simulator never invents text)",
+                enclave_spec::ByteSize(bytes)
+            );
+        }
+    }
+
+    fn header(
+        &self,
+        session: &SessionId,
+        plan: &enclave_core::Plan,
+        backend: &str,
+        executes: bool,
+    ) {
+        println!("session {session} {:?} on {backend}", plan.name);
+        if !executes {
+            println!(
+                "  SIMULATED: the simulator models the spec's `simulate` block; nothing is executed"
+            );
+        }
+        println!(
+            "  plan {}  isolation {}",
+            plan.digest, plan.containment.isolation
+        );
+    }
+
+    fn event(&mut self, timed: &TimedEvent) {
+        match self.format {
+            RunFormat::Jsonl => println!("{}", serde_json::to_string(timed).unwrap_or_default()),
+            RunFormat::Json => {}
+            RunFormat::Text => {
+                let at = chrono::DateTime::parse_from_rfc3339(&timed.at)
+                    .map_or(0, |t| t.timestamp_millis());
+                let start = *self.start_ms.get_or_insert(at);
+                let offset = format!(
+                    "+{}",
+                    enclave_spec::DurationMs(u64::try_from(at - start).unwrap_or(0))
+                );
+                if let SessionEvent::LogVolume { lines, bytes } = &timed.event {
+                    let (_, total_lines, total_bytes) =
+                        self.pending_volume.take().unwrap_or_default();
+                    self.pending_volume = Some((offset, total_lines + lines, total_bytes + bytes));
+                    return;
+                }
+                if let Some(line) = describe(&timed.event) {
+                    self.flush_volume();
+                    println!("{offset:>10}  {line}");
+                } else {
+                    self.flush_volume();
+                }
+            }
+        }
+    }
+}
+
+fn describe(event: &SessionEvent) -> Option<String> {
+    Some(match event {
+        SessionEvent::Status { status } if !status.is_terminal() => {
+            format!("status   {}", status.name())
+        }
+        SessionEvent::Status { .. } | SessionEvent::Finished { .. } => return None,
+        SessionEvent::Warning { message } => format!("WARNING  {message}"),
+        SessionEvent::Clone { stage, detail } => format!("clone    {stage} {detail}"),
+        SessionEvent::StepStarted { name } => format!("step     {name:?} started"),
+        SessionEvent::StepFinished {
+            name,
+            exit_code,
+            duration_ms,
+        } => {
+            format!(
+                "step     {name:?} exited {exit_code} after {}",
+                enclave_spec::DurationMs(*duration_ms)
+            )
+        }
+        SessionEvent::Log { stream, line } => {
+            let tag = match stream {
+                enclave_core::Stream::Stdout => "out",
+                enclave_core::Stream::Stderr => "err",
+            };
+            format!("{tag}    | {line}")
+        }
+        SessionEvent::LogVolume { .. } => return None,
+        SessionEvent::Egress {
+            phase,
+            host,
+            port,
+            decision,
+        } => {
+            let verdict = if decision.is_allow() {
+                "allow"
+            } else {
+                "DENY "
+            };
+            format!("egress   {verdict} {phase} {host}:{port}  {decision}")
+        }
+        SessionEvent::Binding {
+            binding,
+            method,
+            path,
+            allowed,
+            status,
+        } => {
+            let verdict = if *allowed { "forwarded" } else { "REFUSED" };
+            let status = status.map(|s| format!(" -> {s}")).unwrap_or_default();
+            format!("binding  {binding}: {method} {path} {verdict}{status}")
+        }
+        SessionEvent::Kill { reason, detail } => format!("KILL     {reason}: {detail}"),
+    })
+}
+
+fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &PathBuf) {
+    println!();
+    let simulated = if result.simulated { " (simulated)" } else { "" };
+    println!("status       {}{simulated}", result.status);
+    if let Some(code) = result.exit_code {
+        println!("exit code    {code}");
+    }
+    if let Some(reason) = result.kill_reason {
+        println!("kill reason  {reason}");
+    }
+    let mut durations = format!("total {}", enclave_spec::DurationMs(result.duration_ms));
+    if let Some(clone) = result.clone_duration_ms {
+        durations.push_str(&format!(", clone {}", enclave_spec::DurationMs(clone)));
+    }
+    if let Some(run) = result.run_duration_ms {
+        durations.push_str(&format!(", run {}", enclave_spec::DurationMs(run)));
+    }
+    if result.simulated {
+        durations.push_str(" (modelled time)");
+    }
+    println!("durations    {durations}");
+    for denied in &result.egress_denied {
+        let attempts = if denied.attempts == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{} attempts", denied.attempts)
+        };
+        println!(
+            "egress denied: {attempts} to {}:{} ({})",
+            denied.host, denied.port, denied.reason
+        );
+    }
+    if result.log_truncated {
+        println!(
+            "output       cut at the logBytes quota (more than {} produced)",
+            enclave_spec::ByteSize(result.log_bytes)
+        );
+    } else {
+        println!("output       {}", enclave_spec::ByteSize(result.log_bytes));
+    }
+    for warning in &result.warnings {
+        println!("warning      {warning}");
+    }
+    println!("plan         {}", result.plan_digest);
+    println!("audit        {}", result.audit_digest);
+    println!("audit file   {}", audit_path.display());
+    println!("result file  {}", result_path.display());
+    println!(
+        "verify with  enclave audit verify {} --digest {}",
+        audit_path.display(),
+        result.audit_digest
+    );
+}

@@ -1,0 +1,120 @@
+//! Reading spec files and printing diagnostics.
+
+use std::path::Path;
+
+use enclave_spec::{Diagnostic, Parsed, SpecErrors};
+
+use crate::exit;
+
+/// The built-in example run by `enclave run` without a file.
+pub(crate) const DEFAULT_SPEC_NAME: &str = "<built-in: examples/sessions/hello.yaml>";
+pub(crate) const DEFAULT_SPEC: &str = include_str!("../../../examples/sessions/hello.yaml");
+
+/// Reads and parses a spec; on failure prints every diagnostic to stderr and returns the
+/// exit code to use.
+pub(crate) fn load(path: Option<&Path>) -> Result<(String, Parsed), u8> {
+    let (name, bytes) = match path {
+        None => (
+            DEFAULT_SPEC_NAME.to_owned(),
+            DEFAULT_SPEC.as_bytes().to_vec(),
+        ),
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => (path.display().to_string(), bytes),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                return Err(exit::USAGE);
+            }
+        },
+    };
+    match enclave_spec::parse(&name, &bytes) {
+        Ok(parsed) => {
+            print_diagnostics(&parsed.warnings);
+            Ok((name, parsed))
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            Err(exit::USAGE)
+        }
+    }
+}
+
+pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+pub(crate) fn print_errors(errors: &SpecErrors) {
+    for d in errors.diagnostics() {
+        eprintln!("{d}");
+    }
+    eprintln!("{errors}");
+}
+
+/// `enclave validate`.
+pub(crate) fn validate(files: &[std::path::PathBuf], json: bool) -> u8 {
+    let mut worst = exit::OK;
+    let mut reports = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!("error: cannot read {name}: {e}");
+                worst = exit::USAGE;
+                continue;
+            }
+        };
+        let (valid, diagnostics) = match enclave_spec::parse(&name, &bytes) {
+            Ok(parsed) => (true, parsed.warnings),
+            Err(errors) => (false, errors.diagnostics().cloned().collect()),
+        };
+        if !valid {
+            worst = exit::USAGE;
+        }
+        if json {
+            reports.push(
+                serde_json::json!({ "file": name, "valid": valid, "diagnostics": diagnostics }),
+            );
+        } else {
+            print_diagnostics(&diagnostics);
+            let warnings = diagnostics
+                .iter()
+                .filter(|d| d.severity == enclave_spec::Severity::Warning)
+                .count();
+            let errors = diagnostics.len() - warnings;
+            if valid {
+                println!("ok: {name} is valid{}", plural(warnings, "warning"));
+            } else {
+                println!(
+                    "invalid: {name}: {}{}",
+                    count(errors, "error"),
+                    plural(warnings, "warning")
+                );
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+    }
+    worst
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({})", count(n, what))
+    }
+}

@@ -44,15 +44,8 @@ pub(crate) fn verify(path: &Path, expected_digest: Option<&str>, json: bool) -> 
             report.digest.as_deref().unwrap_or("-")
         );
     } else {
-        let session = report
-            .session
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        println!(
-            "ok: {} records of session {session} verify",
-            report.verified
-        );
+        let session = report.session.as_ref().map(ToString::to_string).unwrap_or_default();
+        println!("ok: {} records of session {session} verify", report.verified);
         println!("digest {}", report.digest.as_deref().unwrap_or("-"));
     }
     if ok { exit::OK } else { exit::FAILED }
@@ -72,19 +65,9 @@ pub(crate) fn show(path: &Path) -> u8 {
                 if let Some(map) = detail.as_object_mut() {
                     map.remove("type");
                 }
-                println!(
-                    "{:>4}  {}  {:<20} {}",
-                    record.seq,
-                    record.at,
-                    record.event.type_name(),
-                    detail
-                );
+                println!("{:>4}  {}  {:<20} {}", record.seq, record.at, record.event.type_name(), detail);
             }
-            Err(e) => println!(
-                "{:>4}  (line {} is not a valid record: {e})",
-                "?",
-                index + 1
-            ),
+            Err(e) => println!("{:>4}  (line {} is not a valid record: {e})", "?", index + 1),
         }
     }
     let report = verify_jsonl(&bytes);

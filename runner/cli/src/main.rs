@@ -102,12 +102,7 @@ struct RunArgs {
     output: RunFormat,
     /// Directory for the session's audit chain (`<id>.audit.jsonl`) and result
     /// (`<id>.result.json`).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = ".enclave/sessions",
-        env = "ENCLAVE_SESSIONS_DIR"
-    )]
+    #[arg(long, value_name = "DIR", default_value = ".enclave/sessions", env = "ENCLAVE_SESSIONS_DIR")]
     sessions_dir: PathBuf,
     #[command(flatten)]
     isolation: IsolationArg,
@@ -187,17 +182,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate(args) => spec_input::validate(&args.files, args.output == Format::Json),
-        Command::Plan(args) => plan_text::plan_command(
-            &args.file,
-            args.output == Format::Json,
-            &args.isolation.policy(),
-        ),
+        Command::Plan(args) => {
+            plan_text::plan_command(&args.file, args.output == Format::Json, &args.isolation.policy())
+        }
         Command::Run(args) => run_cmd::run_command(&args),
-        Command::Audit(AuditCommand::Verify {
-            file,
-            digest,
-            output,
-        }) => audit_cmd::verify(&file, digest.as_deref(), output == Format::Json),
+        Command::Audit(AuditCommand::Verify { file, digest, output }) => {
+            audit_cmd::verify(&file, digest.as_deref(), output == Format::Json)
+        }
         Command::Audit(AuditCommand::Show { file }) => audit_cmd::show(&file),
         Command::Schema => {
             print!("{}", enclave_spec::session_schema_json());

@@ -24,10 +24,7 @@ pub(crate) fn plan_command(path: &Path, json: bool, policy: &Policy) -> u8 {
         Err(code) => return code,
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
     } else {
         print!("{}", render(&plan));
     }
@@ -80,26 +77,14 @@ fn containment(w: &mut String, plan: &Plan) {
         "  user          {}:{}, capabilities: {}, no-new-privileges: {}",
         c.run_as_user,
         c.run_as_group,
-        if c.capabilities.is_empty() {
-            "all dropped".to_owned()
-        } else {
-            c.capabilities.join(",")
-        },
+        if c.capabilities.is_empty() { "all dropped".to_owned() } else { c.capabilities.join(",") },
         c.no_new_privileges
     );
     let _ = writeln!(
         w,
         "  filesystem    root {}, host mounts: {}",
-        if c.read_only_root_fs {
-            "read-only"
-        } else {
-            "writable"
-        },
-        if c.host_mounts.is_empty() {
-            "none".to_owned()
-        } else {
-            c.host_mounts.join(",")
-        }
+        if c.read_only_root_fs { "read-only" } else { "writable" },
+        if c.host_mounts.is_empty() { "none".to_owned() } else { c.host_mounts.join(",") }
     );
     let network = match c.network {
         NetworkMode::None => "none (no interface but loopback)",
@@ -109,11 +94,7 @@ fn containment(w: &mut String, plan: &Plan) {
     let _ = writeln!(
         w,
         "  credentials   service-account token: {}",
-        if c.service_account_token {
-            "mounted"
-        } else {
-            "none"
-        }
+        if c.service_account_token { "mounted" } else { "none" }
     );
 }
 
@@ -126,10 +107,7 @@ fn phases(w: &mut String, plan: &Plan) {
                 let _ = writeln!(w, "  {}. clone  {} @ {reference}", index + 1, clone.url);
                 match &clone.credential {
                     Some(secret) => {
-                        let _ = writeln!(
-                            w,
-                            "           credential: secret {secret:?}, seen by the clone step only"
-                        );
+                        let _ = writeln!(w, "           credential: secret {secret:?}, seen by the clone step only");
                     }
                     None => {
                         let _ = writeln!(w, "           credential: none (public repository)");
@@ -142,29 +120,16 @@ fn phases(w: &mut String, plan: &Plan) {
                 );
             }
             Phase::Run(run) => {
-                let _ = writeln!(
-                    w,
-                    "  {}. run    image {}, workdir {}",
-                    index + 1,
-                    run.image,
-                    run.workdir
-                );
+                let _ = writeln!(w, "  {}. run    image {}, workdir {}", index + 1, run.image, run.workdir);
                 match &run.program {
                     Program::Command { argv } => {
                         let _ = writeln!(w, "           command: {}", shell_words(argv));
                     }
                     Program::Steps { steps } => {
                         for step in steps {
-                            let timeout = step
-                                .timeout_ms
-                                .map(|t| format!(" (timeout {})", DurationMs(t)))
-                                .unwrap_or_default();
-                            let _ = writeln!(
-                                w,
-                                "           step {:?}{timeout}: {}",
-                                step.name,
-                                first_line(&step.run)
-                            );
+                            let timeout =
+                                step.timeout_ms.map(|t| format!(" (timeout {})", DurationMs(t))).unwrap_or_default();
+                            let _ = writeln!(w, "           step {:?}{timeout}: {}", step.name, first_line(&step.run));
                         }
                     }
                 }
@@ -185,35 +150,22 @@ fn egress(w: &mut String, plan: &Plan) {
             return;
         }
         EgressMode::Allowlist => {
-            let _ = writeln!(
-                w,
-                "\negress: allowlist (everything not listed is denied and audited)"
-            );
+            let _ = writeln!(w, "\negress: allowlist (everything not listed is denied and audited)");
         }
     }
     for rule in &e.rules {
         let ports: Vec<String> = rule.ports.iter().map(u16::to_string).collect();
-        let _ = writeln!(
-            w,
-            "  {:<9} {} ports {}",
-            rule.id,
-            rule.target,
-            ports.join(",")
-        );
+        let _ = writeln!(w, "  {:<9} {} ports {}", rule.id, rule.target, ports.join(","));
     }
     for b in &plan.bindings {
-        let methods = b.methods.as_ref().map_or("any method".to_owned(), |ms| {
-            ms.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        let paths = b.paths.as_ref().map_or("any path".to_owned(), |ps| {
-            ps.iter()
-                .map(|p| p.as_str().to_owned())
-                .collect::<Vec<_>>()
-                .join(",")
-        });
+        let methods = b
+            .methods
+            .as_ref()
+            .map_or("any method".to_owned(), |ms| ms.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+        let paths = b
+            .paths
+            .as_ref()
+            .map_or("any path".to_owned(), |ps| ps.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>().join(","));
         let _ = writeln!(
             w,
             "  binding {:?}: http://{}/ -> https://{}:{}  header {} from secret {:?} (injected by the proxy)",
@@ -221,10 +173,7 @@ fn egress(w: &mut String, plan: &Plan) {
         );
         let _ = writeln!(w, "           scope: {methods}; {paths}");
     }
-    let _ = writeln!(
-        w,
-        "  implicit denies (open only where a cidr rule inside the range names them):"
-    );
+    let _ = writeln!(w, "  implicit denies (open only where a cidr rule inside the range names them):");
     for deny in &e.implicit_denies {
         let note = if deny.class == AddressClass::Metadata {
             "never reachable".to_owned()
@@ -233,22 +182,14 @@ fn egress(w: &mut String, plan: &Plan) {
         } else {
             format!("partly opened by {}", deny.opened_by.join(", "))
         };
-        let _ = writeln!(
-            w,
-            "    {:<20} {:<18} {note}",
-            deny.cidr.to_string(),
-            deny.class.to_string()
-        );
+        let _ = writeln!(w, "    {:<20} {:<18} {note}", deny.cidr.to_string(), deny.class.to_string());
     }
 }
 
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-            {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
                 a.clone()
             } else {
                 format!("{a:?}")
@@ -261,9 +202,5 @@ fn shell_words(argv: &[String]) -> String {
 fn first_line(script: &str) -> String {
     let mut lines = script.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or("").trim().to_owned();
-    if lines.next().is_some() {
-        format!("{first} ...")
-    } else {
-        first
-    }
+    if lines.next().is_some() { format!("{first} ...") } else { first }
 }

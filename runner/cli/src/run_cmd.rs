@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use enclave_core::{
-    AuditRecord, AuditSink, AuditWriteError, NoSecrets, Orchestrator, SessionEvent, SessionId,
-    SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
+    AuditRecord, AuditSink, AuditWriteError, Decision, NoSecrets, Orchestrator, SessionEvent, SessionId, SessionResult,
+    SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
 };
 use enclave_sim::{SimBackend, WallClock};
 use futures::FutureExt as _;
@@ -26,10 +26,7 @@ impl AuditSink for JsonlAuditFile {
         self.file
             .write_all(line.as_bytes())
             .and_then(|()| self.file.flush())
-            .map_err(|e| AuditWriteError {
-                seq: record.seq,
-                source: Box::new(e),
-            })
+            .map_err(|e| AuditWriteError { seq: record.seq, source: Box::new(e) })
     }
 }
 
@@ -50,17 +47,10 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
     }
     let audit_path = args.sessions_dir.join(format!("{session}.audit.jsonl"));
     let result_path = args.sessions_dir.join(format!("{session}.result.json"));
-    let file = match OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&audit_path)
-    {
+    let file = match OpenOptions::new().create_new(true).append(true).open(&audit_path) {
         Ok(file) => file,
         Err(e) => {
-            eprintln!(
-                "error: cannot create audit file {}: {e}",
-                audit_path.display()
-            );
+            eprintln!("error: cannot create audit file {}: {e}", audit_path.display());
             return exit::ERRORED;
         }
     };
@@ -70,10 +60,7 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
     };
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(NoSecrets));
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -127,18 +114,12 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
             return exit::ERRORED;
         }
     };
-    if let Err(e) = std::fs::write(
-        &result_path,
-        serde_json::to_vec_pretty(&result).unwrap_or_default(),
-    ) {
+    if let Err(e) = std::fs::write(&result_path, serde_json::to_vec_pretty(&result).unwrap_or_default()) {
         eprintln!("warning: cannot write {}: {e}", result_path.display());
     }
     match args.output {
         RunFormat::Text => print_summary(&result, &audit_path, &result_path),
-        RunFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&result).unwrap_or_default()
-        ),
+        RunFormat::Json => println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default()),
         RunFormat::Jsonl => {}
     }
     match result.status {
@@ -160,11 +141,7 @@ struct Printer {
 
 impl Printer {
     fn new(format: RunFormat) -> Self {
-        Self {
-            format,
-            start_ms: None,
-            pending_volume: None,
-        }
+        Self { format, start_ms: None, pending_volume: None }
     }
 
     fn flush_volume(&mut self) {
@@ -176,23 +153,12 @@ impl Printer {
         }
     }
 
-    fn header(
-        &self,
-        session: &SessionId,
-        plan: &enclave_core::Plan,
-        backend: &str,
-        executes: bool,
-    ) {
+    fn header(&self, session: &SessionId, plan: &enclave_core::Plan, backend: &str, executes: bool) {
         println!("session {session} {:?} on {backend}", plan.name);
         if !executes {
-            println!(
-                "  SIMULATED: the simulator models the spec's `simulate` block; nothing is executed"
-            );
+            println!("  SIMULATED: the simulator models the spec's `simulate` block; nothing is executed");
         }
-        println!(
-            "  plan {}  isolation {}",
-            plan.digest, plan.containment.isolation
-        );
+        println!("  plan {}  isolation {}", plan.digest, plan.containment.isolation);
     }
 
     fn event(&mut self, timed: &TimedEvent) {
@@ -200,16 +166,11 @@ impl Printer {
             RunFormat::Jsonl => println!("{}", serde_json::to_string(timed).unwrap_or_default()),
             RunFormat::Json => {}
             RunFormat::Text => {
-                let at = chrono::DateTime::parse_from_rfc3339(&timed.at)
-                    .map_or(0, |t| t.timestamp_millis());
+                let at = chrono::DateTime::parse_from_rfc3339(&timed.at).map_or(0, |t| t.timestamp_millis());
                 let start = *self.start_ms.get_or_insert(at);
-                let offset = format!(
-                    "+{}",
-                    enclave_spec::DurationMs(u64::try_from(at - start).unwrap_or(0))
-                );
+                let offset = format!("+{}", enclave_spec::DurationMs(u64::try_from(at - start).unwrap_or(0)));
                 if let SessionEvent::LogVolume { lines, bytes } = &timed.event {
-                    let (_, total_lines, total_bytes) =
-                        self.pending_volume.take().unwrap_or_default();
+                    let (_, total_lines, total_bytes) = self.pending_volume.take().unwrap_or_default();
                     self.pending_volume = Some((offset, total_lines + lines, total_bytes + bytes));
                     return;
                 }
@@ -233,15 +194,8 @@ fn describe(event: &SessionEvent) -> Option<String> {
         SessionEvent::Warning { message } => format!("WARNING  {message}"),
         SessionEvent::Clone { stage, detail } => format!("clone    {stage} {detail}"),
         SessionEvent::StepStarted { name } => format!("step     {name:?} started"),
-        SessionEvent::StepFinished {
-            name,
-            exit_code,
-            duration_ms,
-        } => {
-            format!(
-                "step     {name:?} exited {exit_code} after {}",
-                enclave_spec::DurationMs(*duration_ms)
-            )
+        SessionEvent::StepFinished { name, exit_code, duration_ms } => {
+            format!("step     {name:?} exited {exit_code} after {}", enclave_spec::DurationMs(*duration_ms))
         }
         SessionEvent::Log { stream, line } => {
             let tag = match stream {
@@ -251,26 +205,11 @@ fn describe(event: &SessionEvent) -> Option<String> {
             format!("{tag}    | {line}")
         }
         SessionEvent::LogVolume { .. } => return None,
-        SessionEvent::Egress {
-            phase,
-            host,
-            port,
-            decision,
-        } => {
-            let verdict = if decision.is_allow() {
-                "allow"
-            } else {
-                "DENY "
-            };
-            format!("egress   {verdict} {phase} {host}:{port}  {decision}")
-        }
-        SessionEvent::Binding {
-            binding,
-            method,
-            path,
-            allowed,
-            status,
-        } => {
+        SessionEvent::Egress { phase, host, port, decision } => match decision {
+            Decision::Allow { rule } => format!("egress   allow {phase} {host}:{port} via {rule}"),
+            Decision::Deny { reason } => format!("egress   DENY  {phase} {host}:{port}: {reason}"),
+        },
+        SessionEvent::Binding { binding, method, path, allowed, status } => {
             let verdict = if *allowed { "forwarded" } else { "REFUSED" };
             let status = status.map(|s| format!(" -> {s}")).unwrap_or_default();
             format!("binding  {binding}: {method} {path} {verdict}{status}")
@@ -301,15 +240,9 @@ fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &PathBu
     }
     println!("durations    {durations}");
     for denied in &result.egress_denied {
-        let attempts = if denied.attempts == 1 {
-            "1 attempt".to_owned()
-        } else {
-            format!("{} attempts", denied.attempts)
-        };
-        println!(
-            "egress denied: {attempts} to {}:{} ({})",
-            denied.host, denied.port, denied.reason
-        );
+        let attempts =
+            if denied.attempts == 1 { "1 attempt".to_owned() } else { format!("{} attempts", denied.attempts) };
+        println!("egress denied: {attempts} to {}:{} ({})", denied.host, denied.port, denied.reason);
     }
     if result.log_truncated {
         println!(
@@ -326,9 +259,5 @@ fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &PathBu
     println!("audit        {}", result.audit_digest);
     println!("audit file   {}", audit_path.display());
     println!("result file  {}", result_path.display());
-    println!(
-        "verify with  enclave audit verify {} --digest {}",
-        audit_path.display(),
-        result.audit_digest
-    );
+    println!("verify with  enclave audit verify {} --digest {}", audit_path.display(), result.audit_digest);
 }

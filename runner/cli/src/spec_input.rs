@@ -14,10 +14,7 @@ pub(crate) const DEFAULT_SPEC: &str = include_str!("../../../examples/sessions/h
 /// exit code to use.
 pub(crate) fn load(path: Option<&Path>) -> Result<(String, Parsed), u8> {
     let (name, bytes) = match path {
-        None => (
-            DEFAULT_SPEC_NAME.to_owned(),
-            DEFAULT_SPEC.as_bytes().to_vec(),
-        ),
+        None => (DEFAULT_SPEC_NAME.to_owned(), DEFAULT_SPEC.as_bytes().to_vec()),
         Some(path) => match std::fs::read(path) {
             Ok(bytes) => (path.display().to_string(), bytes),
             Err(e) => {
@@ -73,48 +70,28 @@ pub(crate) fn validate(files: &[std::path::PathBuf], json: bool) -> u8 {
             worst = exit::USAGE;
         }
         if json {
-            reports.push(
-                serde_json::json!({ "file": name, "valid": valid, "diagnostics": diagnostics }),
-            );
+            reports.push(serde_json::json!({ "file": name, "valid": valid, "diagnostics": diagnostics }));
         } else {
             print_diagnostics(&diagnostics);
-            let warnings = diagnostics
-                .iter()
-                .filter(|d| d.severity == enclave_spec::Severity::Warning)
-                .count();
+            let warnings = diagnostics.iter().filter(|d| d.severity == enclave_spec::Severity::Warning).count();
             let errors = diagnostics.len() - warnings;
             if valid {
                 println!("ok: {name} is valid{}", plural(warnings, "warning"));
             } else {
-                println!(
-                    "invalid: {name}: {}{}",
-                    count(errors, "error"),
-                    plural(warnings, "warning")
-                );
+                println!("invalid: {name}: {}{}", count(errors, "error"), plural(warnings, "warning"));
             }
         }
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reports).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
     }
     worst
 }
 
 fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
 fn plural(n: usize, what: &str) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!(" ({})", count(n, what))
-    }
+    if n == 0 { String::new() } else { format!(" ({})", count(n, what)) }
 }

@@ -48,8 +48,7 @@ impl fmt::Display for AddressClass {
 
 fn net(s: &str) -> IpNet {
     // Static table below; a typo is caught by the unit tests.
-    s.parse()
-        .unwrap_or_else(|_| IpNet::V4(ipnet::Ipv4Net::default()))
+    s.parse().unwrap_or_else(|_| IpNet::V4(ipnet::Ipv4Net::default()))
 }
 
 /// The special ranges, most specific first. Order matters: the first match wins.
@@ -105,12 +104,7 @@ pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(tail);
     }
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
+        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
     }
     None
 }
@@ -131,9 +125,7 @@ pub fn classify(ip: IpAddr) -> (AddressClass, Option<IpNet>) {
     special_ranges()
         .into_iter()
         .find(|(range, _)| range.contains(&ip))
-        .map_or((AddressClass::Public, None), |(range, class)| {
-            (class, Some(range))
-        })
+        .map_or((AddressClass::Public, None), |(range, class)| (class, Some(range)))
 }
 
 #[cfg(test)]

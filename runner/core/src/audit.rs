@@ -170,13 +170,7 @@ pub fn genesis(session: &SessionId) -> String {
 }
 
 fn record_hash(seq: u64, session: &SessionId, at: &str, prev: &str, event: &AuditEvent) -> String {
-    let input = HashInput {
-        seq,
-        session,
-        at,
-        prev,
-        event,
-    };
+    let input = HashInput { seq, session, at, prev, event };
     sha256_hex(&serde_json::to_vec(&input).unwrap_or_default())
 }
 
@@ -192,11 +186,7 @@ impl AuditChain {
     /// A new, empty chain.
     pub fn new(session: SessionId) -> Self {
         let tip = genesis(&session);
-        Self {
-            session,
-            next_seq: 0,
-            tip,
-        }
+        Self { session, next_seq: 0, tip }
     }
 
     /// Makes the next record. `at` is RFC 3339 UTC.
@@ -302,29 +292,16 @@ pub struct BrokenRecord {
 
 impl fmt::Display for BrokenRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "record {} (line {}): {}",
-            self.seq, self.line, self.reason
-        )
+        write!(f, "record {} (line {}): {}", self.seq, self.line, self.reason)
     }
 }
 
 /// Verifies a JSONL chain: recomputes every hash and link and names the first record
 /// that does not hold.
 pub fn verify_jsonl(bytes: &[u8]) -> VerifyReport {
-    let mut report = VerifyReport {
-        verified: 0,
-        session: None,
-        digest: None,
-        broken: None,
-    };
+    let mut report = VerifyReport { verified: 0, session: None, digest: None, broken: None };
     if bytes.is_empty() {
-        report.broken = Some(BrokenRecord {
-            line: 1,
-            seq: 0,
-            reason: "the audit file is empty".into(),
-        });
+        report.broken = Some(BrokenRecord { line: 1, seq: 0, reason: "the audit file is empty".into() });
         return report;
     }
     let body = match bytes.strip_suffix(b"\n") {
@@ -341,11 +318,7 @@ pub fn verify_jsonl(bytes: &[u8]) -> VerifyReport {
     };
     let mut expected_prev = String::new();
     for (index, raw) in body.split(|b| *b == b'\n').enumerate() {
-        let broken = |reason: String| BrokenRecord {
-            line: index + 1,
-            seq: index,
-            reason,
-        };
+        let broken = |reason: String| BrokenRecord { line: index + 1, seq: index, reason };
         let record = match check_line(raw, index, report.session.as_ref(), &expected_prev) {
             Ok(record) => record,
             Err(reason) => {
@@ -370,41 +343,24 @@ fn check_line(
     expected_prev: &str,
 ) -> Result<AuditRecord, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_owned())?;
-    let record: AuditRecord =
-        serde_json::from_str(text).map_err(|e| format!("not a valid audit record: {e}"))?;
+    let record: AuditRecord = serde_json::from_str(text).map_err(|e| format!("not a valid audit record: {e}"))?;
     let canonical = serde_json::to_string(&record).unwrap_or_default();
     if canonical != text {
         return Err("not in canonical form (the bytes were altered)".into());
     }
     if record.seq != index as u64 {
-        return Err(format!(
-            "sequence number is {}, expected {index}",
-            record.seq
-        ));
+        return Err(format!("sequence number is {}, expected {index}", record.seq));
     }
     if let Some(session) = session {
         if &record.session != session {
-            return Err(format!(
-                "belongs to session {}, not {session}",
-                record.session
-            ));
+            return Err(format!("belongs to session {}, not {session}", record.session));
         }
     }
-    let prev = if index == 0 {
-        genesis(&record.session)
-    } else {
-        expected_prev.to_owned()
-    };
+    let prev = if index == 0 { genesis(&record.session) } else { expected_prev.to_owned() };
     if record.prev != prev {
         return Err("does not link to the previous record (prev hash mismatch)".into());
     }
-    let hash = record_hash(
-        record.seq,
-        &record.session,
-        &record.at,
-        &record.prev,
-        &record.event,
-    );
+    let hash = record_hash(record.seq, &record.session, &record.at, &record.prev, &record.event);
     if record.hash != hash {
         return Err("content does not match its hash".into());
     }
@@ -420,24 +376,12 @@ mod tests {
         let mut chain = AuditChain::new(session);
         let mut out = String::new();
         let events = [
-            AuditEvent::SessionCreated {
-                name: "t".into(),
-                backend: "sim".into(),
-                simulated: true,
-            },
-            AuditEvent::Kill {
-                reason: KillReason::OomKilled,
-                detail: "memory".into(),
-            },
-            AuditEvent::Teardown {
-                removed: vec!["container:x".into()],
-                ok: true,
-            },
+            AuditEvent::SessionCreated { name: "t".into(), backend: "sim".into(), simulated: true },
+            AuditEvent::Kill { reason: KillReason::OomKilled, detail: "memory".into() },
+            AuditEvent::Teardown { removed: vec!["container:x".into()], ok: true },
         ];
         for (i, event) in events.into_iter().enumerate() {
-            out.push_str(&to_jsonl_line(
-                &chain.append(format!("2026-01-01T00:00:0{i}.000Z"), event),
-            ));
+            out.push_str(&to_jsonl_line(&chain.append(format!("2026-01-01T00:00:0{i}.000Z"), event)));
         }
         out.into_bytes()
     }
@@ -461,19 +405,9 @@ mod tests {
                 let mut tampered = bytes.clone();
                 tampered[pos] = replacement;
                 let report = verify_jsonl(&tampered);
-                let broken = report
-                    .broken
-                    .unwrap_or_else(|| panic!("byte {pos} -> {replacement} not detected"));
-                assert!(
-                    broken.line <= line_of(pos) + 1,
-                    "byte {pos}: reported line {}",
-                    broken.line
-                );
-                assert!(
-                    broken.line >= line_of(pos).min(3),
-                    "byte {pos}: reported line {}",
-                    broken.line
-                );
+                let broken = report.broken.unwrap_or_else(|| panic!("byte {pos} -> {replacement} not detected"));
+                assert!(broken.line <= line_of(pos) + 1, "byte {pos}: reported line {}", broken.line);
+                assert!(broken.line >= line_of(pos).min(3), "byte {pos}: reported line {}", broken.line);
             }
         }
     }
@@ -484,21 +418,10 @@ mod tests {
         let text = String::from_utf8(bytes).expect("utf8");
         let lines: Vec<&str> = text.lines().collect();
         let without_middle = format!("{}\n{}\n", lines[0], lines[2]);
-        assert_eq!(
-            verify_jsonl(without_middle.as_bytes())
-                .broken
-                .map(|b| b.line),
-            Some(2)
-        );
+        assert_eq!(verify_jsonl(without_middle.as_bytes()).broken.map(|b| b.line), Some(2));
         let truncated_tail = format!("{}\n{}\n", lines[0], lines[1]);
-        assert!(
-            verify_jsonl(truncated_tail.as_bytes()).is_ok(),
-            "a prefix is a valid chain; its digest differs"
-        );
+        assert!(verify_jsonl(truncated_tail.as_bytes()).is_ok(), "a prefix is a valid chain; its digest differs");
         let swapped = format!("{}\n{}\n{}\n", lines[1], lines[0], lines[2]);
-        assert_eq!(
-            verify_jsonl(swapped.as_bytes()).broken.map(|b| b.line),
-            Some(1)
-        );
+        assert_eq!(verify_jsonl(swapped.as_bytes()).broken.map(|b| b.line), Some(1));
     }
 }

@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::address::{AddressClass, classify, effective_address};
 use crate::plan::{BindingPlan, Plan, RuleTarget};
 
+/// The port a workload uses to call a binding: it sends plain HTTP to
+/// `http://<binding host>/...` and the proxy, which terminates it, injects the credential
+/// and forwards over verified TLS to the binding's own port. The workload never holds
+/// the credential, so it never needs a TLS session with the upstream.
+pub const BINDING_PORT: u16 = 80;
+
 /// Which phase's reach applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,18 +119,13 @@ impl fmt::Display for DenyReason {
             DenyReason::NotAllowlisted => f.write_str("not in the allowlist"),
             DenyReason::PortNotAllowed => f.write_str("port not allowed for this host"),
             DenyReason::SpecialAddress { address, class } => {
-                write!(
-                    f,
-                    "{address} is {class}; only a cidr rule naming it opens it"
-                )
+                write!(f, "{address} is {class}; only a cidr rule naming it opens it")
             }
             DenyReason::Metadata { address } => {
                 write!(f, "{address} is the cloud metadata address")
             }
             DenyReason::ProxySelf { address } => write!(f, "{address} is the egress proxy itself"),
-            DenyReason::CloneOnlyRepoHost => {
-                f.write_str("the clone step may reach only the repository host")
-            }
+            DenyReason::CloneOnlyRepoHost => f.write_str("the clone step may reach only the repository host"),
             DenyReason::NoAddress => f.write_str("the name resolved to no address"),
         }
     }
@@ -153,19 +154,12 @@ pub enum Resolution<'a> {
 }
 
 /// Decides one connection attempt to `host:port` as written by the workload.
-pub fn decide(
-    ctx: &DecisionContext<'_>,
-    host: &str,
-    port: u16,
-    resolution: Resolution<'_>,
-) -> Decision {
+pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Resolution<'_>) -> Decision {
     let deny = |reason| Decision::Deny { reason };
     let host = match canonical_host(host) {
         Ok(h) => h,
         Err(e) => {
-            return deny(DenyReason::InvalidHost {
-                detail: e.to_string(),
-            });
+            return deny(DenyReason::InvalidHost { detail: e.to_string() });
         }
     };
     if ctx.phase == EgressPhase::Run && ctx.plan.egress.mode == EgressMode::Deny {
@@ -204,10 +198,7 @@ pub fn decide(
 fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String, DenyReason> {
     match ctx.phase {
         EgressPhase::Clone => {
-            let clone = ctx
-                .plan
-                .clone_phase()
-                .ok_or(DenyReason::CloneOnlyRepoHost)?;
+            let clone = ctx.plan.clone_phase().ok_or(DenyReason::CloneOnlyRepoHost)?;
             match canonical_host(&clone.host) {
                 Ok(repo) if &repo == host && clone.port == port => Ok("clone:repo".to_owned()),
                 _ => Err(DenyReason::CloneOnlyRepoHost),
@@ -221,7 +212,7 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
             if let Host::Domain(name) = host {
                 for binding in &ctx.plan.bindings {
                     if &binding.host == name {
-                        if binding.port == port {
+                        if port == BINDING_PORT {
                             return Ok(format!("binding:{}", binding.name));
                         }
                         port_mismatch = true;
@@ -241,11 +232,7 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
                     port_mismatch = true;
                 }
             }
-            Err(if port_mismatch {
-                DenyReason::PortNotAllowed
-            } else {
-                DenyReason::NotAllowlisted
-            })
+            Err(if port_mismatch { DenyReason::PortNotAllowed } else { DenyReason::NotAllowlisted })
         }
     }
 }
@@ -254,11 +241,7 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
 /// rule lying inside that range (so naming it) covers the address and port.
 fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<(), DenyReason> {
     let effective = effective_address(address);
-    if ctx
-        .proxy_addresses
-        .iter()
-        .any(|p| *p == address || effective_address(*p) == effective)
-    {
+    if ctx.proxy_addresses.iter().any(|p| *p == address || effective_address(*p) == effective) {
         return Err(DenyReason::ProxySelf { address });
     }
     let (class, range) = classify(address);
@@ -268,17 +251,11 @@ fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<
         (class, Some(range)) => {
             let named = ctx.plan.egress.rules.iter().any(|rule| match &rule.target {
                 RuleTarget::Cidr(net) => {
-                    net.prefix_len() >= range.prefix_len()
-                        && net.contains(&effective)
-                        && rule.ports.contains(&port)
+                    net.prefix_len() >= range.prefix_len() && net.contains(&effective) && rule.ports.contains(&port)
                 }
                 RuleTarget::Host(_) => false,
             });
-            if named {
-                Ok(())
-            } else {
-                Err(DenyReason::SpecialAddress { address, class })
-            }
+            if named { Ok(()) } else { Err(DenyReason::SpecialAddress { address, class }) }
         }
         (class, None) => Err(DenyReason::SpecialAddress { address, class }),
     }
@@ -307,27 +284,17 @@ pub enum BindingScopeError {
 }
 
 /// Checks a request's method and path (query ignored) against a binding's scope.
-pub fn check_binding_scope(
-    binding: &BindingPlan,
-    method: &str,
-    path: &str,
-) -> Result<(), BindingScopeError> {
+pub fn check_binding_scope(binding: &BindingPlan, method: &str, path: &str) -> Result<(), BindingScopeError> {
     if let Some(methods) = &binding.methods {
         let allowed = methods.iter().any(|m: &HttpMethod| m.to_string() == method);
         if !allowed {
-            return Err(BindingScopeError::Method {
-                binding: binding.name.clone(),
-                method: method.to_owned(),
-            });
+            return Err(BindingScopeError::Method { binding: binding.name.clone(), method: method.to_owned() });
         }
     }
     let bare = path.split(['?', '#']).next().unwrap_or(path);
     if let Some(paths) = &binding.paths {
         if !paths.iter().any(|p| p.matches(bare)) {
-            return Err(BindingScopeError::Path {
-                binding: binding.name.clone(),
-                path: bare.to_owned(),
-            });
+            return Err(BindingScopeError::Path { binding: binding.name.clone(), path: bare.to_owned() });
         }
     }
     Ok(())

@@ -27,9 +27,7 @@ pub enum KillReason {
 
 impl fmt::Display for KillReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned));
+        let text = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned));
         f.write_str(text.as_deref().unwrap_or("unknown"))
     }
 }
@@ -129,10 +127,7 @@ impl SessionStatus {
 
     /// Whether the session is over.
     pub fn is_terminal(&self) -> bool {
-        !matches!(
-            self,
-            SessionStatus::Pending | SessionStatus::Cloning | SessionStatus::Running
-        )
+        !matches!(self, SessionStatus::Pending | SessionStatus::Cloning | SessionStatus::Running)
     }
 
     /// The kill reason, if killed.
@@ -172,23 +167,15 @@ pub fn derive_status(observation: &Observation, order: Option<&KillOrder>) -> Se
         return killed(KillReason::OomKilled, "memory limit exceeded".to_owned());
     }
     if observation.pids_limit_hit {
-        return killed(
-            KillReason::PidsExceeded,
-            "process limit exhausted".to_owned(),
-        );
+        return killed(KillReason::PidsExceeded, "process limit exhausted".to_owned());
     }
     if observation.disk_full {
-        return killed(
-            KillReason::DiskExceeded,
-            "workspace or /tmp is full".to_owned(),
-        );
+        return killed(KillReason::DiskExceeded, "workspace or /tmp is full".to_owned());
     }
     match observation.exit {
         ExitObservation::Exited { code: 0 } => SessionStatus::Succeeded,
         ExitObservation::Exited { code } => SessionStatus::Failed { exit_code: code },
-        ExitObservation::Signaled { signal } => SessionStatus::Failed {
-            exit_code: 128 + signal,
-        },
+        ExitObservation::Signaled { signal } => SessionStatus::Failed { exit_code: 128 + signal },
         ExitObservation::Lost { .. } => killed(KillReason::InfraLost, "sandbox lost".to_owned()),
     }
 }
@@ -198,57 +185,29 @@ mod tests {
     use super::*;
 
     fn obs(exit: ExitObservation) -> Observation {
-        Observation {
-            exit,
-            oom_killed: false,
-            pids_limit_hit: false,
-            disk_full: false,
-            failed_step: None,
-        }
+        Observation { exit, oom_killed: false, pids_limit_hit: false, disk_full: false, failed_step: None }
     }
 
     #[test]
     fn derivation_table() {
-        let order = |reason| KillOrder {
-            reason,
-            detail: "x".into(),
-        };
+        let order = |reason| KillOrder { reason, detail: "x".into() };
         let cases: Vec<(Observation, Option<KillOrder>, &str, Option<KillReason>)> = vec![
+            (obs(ExitObservation::Exited { code: 0 }), None, "succeeded", None),
+            (obs(ExitObservation::Exited { code: 3 }), None, "failed", None),
             (
-                obs(ExitObservation::Exited { code: 0 }),
-                None,
-                "succeeded",
-                None,
-            ),
-            (
-                obs(ExitObservation::Exited { code: 3 }),
-                None,
-                "failed",
-                None,
-            ),
-            (
-                Observation {
-                    oom_killed: true,
-                    ..obs(ExitObservation::Signaled { signal: 9 })
-                },
+                Observation { oom_killed: true, ..obs(ExitObservation::Signaled { signal: 9 }) },
                 None,
                 "killed",
                 Some(KillReason::OomKilled),
             ),
             (
-                Observation {
-                    pids_limit_hit: true,
-                    ..obs(ExitObservation::Exited { code: 1 })
-                },
+                Observation { pids_limit_hit: true, ..obs(ExitObservation::Exited { code: 1 }) },
                 None,
                 "killed",
                 Some(KillReason::PidsExceeded),
             ),
             (
-                Observation {
-                    disk_full: true,
-                    ..obs(ExitObservation::Exited { code: 1 })
-                },
+                Observation { disk_full: true, ..obs(ExitObservation::Exited { code: 1 }) },
                 None,
                 "killed",
                 Some(KillReason::DiskExceeded),
@@ -260,18 +219,13 @@ mod tests {
                 Some(KillReason::DeadlineExceeded),
             ),
             (
-                Observation {
-                    oom_killed: true,
-                    ..obs(ExitObservation::Signaled { signal: 9 })
-                },
+                Observation { oom_killed: true, ..obs(ExitObservation::Signaled { signal: 9 }) },
                 Some(order(KillReason::Cancelled)),
                 "killed",
                 Some(KillReason::Cancelled),
             ),
             (
-                obs(ExitObservation::Lost {
-                    detail: "gone".into(),
-                }),
+                obs(ExitObservation::Lost { detail: "gone".into() }),
                 Some(order(KillReason::Cancelled)),
                 "killed",
                 Some(KillReason::InfraLost),
@@ -287,9 +241,6 @@ mod tests {
     #[test]
     fn kill_reasons_serialize_snake_case() {
         assert_eq!(KillReason::OomKilled.to_string(), "oom_killed");
-        assert_eq!(
-            KillReason::LogLimitExceeded.to_string(),
-            "log_limit_exceeded"
-        );
+        assert_eq!(KillReason::LogLimitExceeded.to_string(), "log_limit_exceeded");
     }
 }

@@ -25,23 +25,21 @@ mod session_id;
 
 pub use address::{AddressClass, classify, effective_address, embedded_ipv4, special_ranges};
 pub use audit::{
-    AuditChain, AuditEvent, AuditRecord, AuditSink, AuditWriteError, BrokenRecord, MemoryAuditSink,
-    VerifyReport, genesis, to_jsonl_line, verify_jsonl,
+    AuditChain, AuditEvent, AuditRecord, AuditSink, AuditWriteError, BrokenRecord, MemoryAuditSink, VerifyReport,
+    genesis, to_jsonl_line, verify_jsonl,
 };
 pub use backend::{Backend, BackendError, Capabilities, RunHandle, Support, TeardownReport};
 pub use clock::{Clock, rfc3339};
 pub use egress::{
-    BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase, Resolution,
+    BINDING_PORT, BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase, Resolution,
     check_binding_scope, decide,
 };
 pub use event::{BackendEvent, BackendEvents, SessionEvent, Stream, TimedEvent};
-pub use kill_reason::{
-    ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status,
-};
+pub use kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
 pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun, handle_for};
 pub use plan::{
-    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation,
-    NetworkMode, PLAN_FORMAT, Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
+    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT,
+    Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
 };
 pub use planner::{WORKLOAD_UID, plan};
 pub use quota::{PlanError, Policy, Quotas};

@@ -15,9 +15,7 @@ use crate::backend::{Backend, BackendError, RunHandle};
 use crate::clock::{Clock, rfc3339};
 use crate::egress::Decision;
 use crate::event::{BackendEvent, SessionEvent, Stream, TimedEvent};
-use crate::kill_reason::{
-    ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status,
-};
+use crate::kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
 use crate::plan::{Isolation, Plan};
 use crate::result::{DeniedEgress, SessionResult, StepResult};
 use crate::secret::{Redactor, SecretStore};
@@ -64,16 +62,8 @@ pub enum OrchestratorError {
 impl Orchestrator {
     /// An orchestrator for `backend`, timed by `clock`, with `secrets` for the clone
     /// step and for redaction.
-    pub fn new(
-        backend: Arc<dyn Backend>,
-        clock: Arc<dyn Clock>,
-        secrets: Arc<dyn SecretStore>,
-    ) -> Self {
-        Self {
-            backend,
-            clock,
-            secrets,
-        }
+    pub fn new(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>, secrets: Arc<dyn SecretStore>) -> Self {
+        Self { backend, clock, secrets }
     }
 
     /// The backend.
@@ -85,9 +75,7 @@ impl Orchestrator {
     /// otherwise the orchestrator's. Use it for anything timed against the session
     /// (such as a modelled cancel).
     pub fn clock_for(&self, session: &SessionId) -> Arc<dyn Clock> {
-        self.backend
-            .session_clock(session)
-            .unwrap_or_else(|| self.clock.clone())
+        self.backend.session_clock(session).unwrap_or_else(|| self.clock.clone())
     }
 
     /// Runs one session to the end, tearing it down whatever happens.
@@ -183,11 +171,7 @@ impl<'a> Driver<'a> {
     }
 
     fn publish(&mut self, event: SessionEvent) {
-        let timed = TimedEvent {
-            seq: self.event_seq,
-            at: rfc3339(self.now()),
-            event,
-        };
+        let timed = TimedEvent { seq: self.event_seq, at: rfc3339(self.now()), event };
         self.event_seq += 1;
         (self.listener)(&timed);
     }
@@ -204,26 +188,19 @@ impl<'a> Driver<'a> {
             isolation: self.plan.containment.isolation,
         });
         if self.plan.containment.isolation != Isolation::Gvisor {
-            self.record(AuditEvent::IsolationWeakened {
-                isolation: self.plan.containment.isolation,
-            });
+            self.record(AuditEvent::IsolationWeakened { isolation: self.plan.containment.isolation });
         }
         for warning in self.plan.warnings.clone() {
             self.publish(SessionEvent::Warning { message: warning });
         }
-        self.publish(SessionEvent::Status {
-            status: SessionStatus::Pending,
-        });
+        self.publish(SessionEvent::Status { status: SessionStatus::Pending });
         if self.audit_failure.is_some() {
             return Outcome::LaunchFailed("audit could not be written".to_owned());
         }
 
         let (sender, mut receiver) = mpsc::unbounded();
         let secrets = self.orchestrator.secrets.clone();
-        let handle = match backend
-            .launch(&self.session, self.plan, secrets.as_ref(), sender)
-            .await
-        {
+        let handle = match backend.launch(&self.session, self.plan, secrets.as_ref(), sender).await {
             Ok(handle) => handle,
             Err(e) => return Outcome::LaunchFailed(e.to_string()),
         };
@@ -248,10 +225,7 @@ impl<'a> Driver<'a> {
                 observed = wait => break observed,
             }
             if self.audit_failure.is_some() && self.order.is_none() {
-                self.order = Some(KillOrder {
-                    reason: KillReason::Cancelled,
-                    detail: "audit write failed".into(),
-                });
+                self.order = Some(KillOrder { reason: KillReason::Cancelled, detail: "audit write failed".into() });
             }
             if self.order.is_some() && !self.kill_sent {
                 self.kill_sent = true;
@@ -265,9 +239,7 @@ impl<'a> Driver<'a> {
         }
         self.flush_lines();
         Outcome::Observed(observed.unwrap_or_else(|e: BackendError| Observation {
-            exit: ExitObservation::Lost {
-                detail: e.to_string(),
-            },
+            exit: ExitObservation::Lost { detail: e.to_string() },
             oom_killed: false,
             pids_limit_hit: false,
             disk_full: false,
@@ -279,14 +251,8 @@ impl<'a> Driver<'a> {
         if self.order.is_some() {
             return;
         }
-        self.record(AuditEvent::Kill {
-            reason,
-            detail: detail.clone(),
-        });
-        self.publish(SessionEvent::Kill {
-            reason,
-            detail: detail.clone(),
-        });
+        self.record(AuditEvent::Kill { reason, detail: detail.clone() });
+        self.publish(SessionEvent::Kill { reason, detail: detail.clone() });
         self.order = Some(KillOrder { reason, detail });
     }
 
@@ -296,14 +262,9 @@ impl<'a> Driver<'a> {
             BackendEvent::CloneStarted => {
                 self.clone_started_ms = Some(self.now());
                 if let Some(c) = clone {
-                    self.record(AuditEvent::CloneStarted {
-                        host: c.host.clone(),
-                        port: c.port,
-                    });
+                    self.record(AuditEvent::CloneStarted { host: c.host.clone(), port: c.port });
                 }
-                self.publish(SessionEvent::Status {
-                    status: SessionStatus::Cloning,
-                });
+                self.publish(SessionEvent::Status { status: SessionStatus::Cloning });
                 self.publish(SessionEvent::Clone {
                     stage: "started".into(),
                     detail: clone.map(|c| c.url.clone()).unwrap_or_default(),
@@ -312,22 +273,13 @@ impl<'a> Driver<'a> {
             BackendEvent::CloneFinished { ok, detail } => {
                 self.clone_finished_ms = Some(self.now());
                 let detail = self.redactor.redact(&detail);
-                self.record(AuditEvent::CloneFinished {
-                    ok,
-                    detail: detail.clone(),
-                });
+                self.record(AuditEvent::CloneFinished { ok, detail: detail.clone() });
                 let stage = if ok { "finished" } else { "failed" };
-                self.publish(SessionEvent::Clone {
-                    stage: stage.into(),
-                    detail,
-                });
+                self.publish(SessionEvent::Clone { stage: stage.into(), detail });
             }
             BackendEvent::CloneReachRevoked => {
                 if let Some(c) = clone {
-                    self.record(AuditEvent::CloneReachRevoked {
-                        host: c.host.clone(),
-                        port: c.port,
-                    });
+                    self.record(AuditEvent::CloneReachRevoked { host: c.host.clone(), port: c.port });
                     self.publish(SessionEvent::Clone {
                         stage: "reach_revoked".into(),
                         detail: format!("{}:{}", c.host, c.port),
@@ -336,88 +288,34 @@ impl<'a> Driver<'a> {
             }
             BackendEvent::WorkloadStarted => {
                 self.run_started_ms = Some(self.now());
-                let image = self
-                    .plan
-                    .run_phase()
-                    .map(|r| r.image.clone())
-                    .unwrap_or_default();
+                let image = self.plan.run_phase().map(|r| r.image.clone()).unwrap_or_default();
                 self.record(AuditEvent::WorkloadStarted { image });
-                self.publish(SessionEvent::Status {
-                    status: SessionStatus::Running,
-                });
+                self.publish(SessionEvent::Status { status: SessionStatus::Running });
             }
             BackendEvent::StepStarted { name } => self.publish(SessionEvent::StepStarted { name }),
-            BackendEvent::StepFinished {
-                name,
-                exit_code,
-                duration_ms,
-            } => {
-                self.steps.push(StepResult {
-                    name: name.clone(),
-                    exit_code,
-                    duration_ms,
-                });
-                self.publish(SessionEvent::StepFinished {
-                    name,
-                    exit_code,
-                    duration_ms,
-                });
+            BackendEvent::StepFinished { name, exit_code, duration_ms } => {
+                self.steps.push(StepResult { name: name.clone(), exit_code, duration_ms });
+                self.publish(SessionEvent::StepFinished { name, exit_code, duration_ms });
             }
             BackendEvent::Output { stream, data } => self.output(stream, &data),
             BackendEvent::OutputVolume { lines, bytes } => {
                 let kept = self.count_log_bytes(bytes);
-                let kept_lines = if bytes == 0 {
-                    lines
-                } else {
-                    lines.saturating_mul(kept) / bytes
-                };
+                let kept_lines = if bytes == 0 { lines } else { lines.saturating_mul(kept) / bytes };
                 if kept > 0 {
-                    self.publish(SessionEvent::LogVolume {
-                        lines: kept_lines,
-                        bytes: kept,
-                    });
+                    self.publish(SessionEvent::LogVolume { lines: kept_lines, bytes: kept });
                 }
             }
-            BackendEvent::Egress {
-                phase,
-                host,
-                port,
-                decision,
-            } => {
-                self.record(AuditEvent::EgressDecision {
-                    phase,
-                    host: host.clone(),
-                    port,
-                    decision: decision.clone(),
-                });
+            BackendEvent::Egress { phase, host, port, decision } => {
+                self.record(AuditEvent::EgressDecision { phase, host: host.clone(), port, decision: decision.clone() });
                 if let Decision::Deny { reason } = &decision {
-                    let entry =
-                        self.denied
-                            .entry((host.clone(), port))
-                            .or_insert_with(|| DeniedEgress {
-                                host: host.clone(),
-                                port,
-                                attempts: 0,
-                                reason: reason.to_string(),
-                            });
-                    entry.attempts += 1;
+                    self.count_denied(&host, port, &reason.to_string());
                 }
-                self.publish(SessionEvent::Egress {
-                    phase,
-                    host,
-                    port,
-                    decision,
-                });
+                self.publish(SessionEvent::Egress { phase, host, port, decision });
             }
-            BackendEvent::BindingUsed {
-                binding,
-                host,
-                method,
-                path,
-                allowed,
-                status,
-                reason,
-            } => {
+            BackendEvent::BindingUsed { binding, host, method, path, allowed, status, reason } => {
+                if let (false, Some(why)) = (allowed, &reason) {
+                    self.count_denied(&host, crate::egress::BINDING_PORT, why);
+                }
                 self.record(AuditEvent::BindingUsed {
                     binding: binding.clone(),
                     host,
@@ -427,26 +325,25 @@ impl<'a> Driver<'a> {
                     status,
                     reason,
                 });
-                self.publish(SessionEvent::Binding {
-                    binding,
-                    method,
-                    path,
-                    allowed,
-                    status,
-                });
+                self.publish(SessionEvent::Binding { binding, method, path, allowed, status });
             }
-            BackendEvent::PidsLimitHit => self.order_kill(
-                KillReason::PidsExceeded,
-                format!("process limit of {} exhausted", self.plan.quotas.pids),
-            ),
+            BackendEvent::PidsLimitHit => self
+                .order_kill(KillReason::PidsExceeded, format!("process limit of {} exhausted", self.plan.quotas.pids)),
             BackendEvent::DiskFull => self.order_kill(
                 KillReason::DiskExceeded,
-                format!(
-                    "workspace or /tmp full ({} each)",
-                    enclave_spec::ByteSize(self.plan.quotas.disk_bytes)
-                ),
+                format!("workspace or /tmp full ({} each)", enclave_spec::ByteSize(self.plan.quotas.disk_bytes)),
             ),
         }
+    }
+
+    fn count_denied(&mut self, host: &str, port: u16, reason: &str) {
+        let entry = self.denied.entry((host.to_owned(), port)).or_insert_with(|| DeniedEgress {
+            host: host.to_owned(),
+            port,
+            attempts: 0,
+            reason: reason.to_owned(),
+        });
+        entry.attempts += 1;
     }
 
     /// Counts output against the cap; returns how many of `bytes` are kept. Crossing the
@@ -461,18 +358,9 @@ impl<'a> Driver<'a> {
         let kept = cap.saturating_sub(before);
         if !self.log_truncated {
             self.log_truncated = true;
-            let marker = format!(
-                "[enclave] output truncated at {} (logBytes)",
-                enclave_spec::ByteSize(cap)
-            );
-            self.publish(SessionEvent::Log {
-                stream: Stream::Stderr,
-                line: marker,
-            });
-            self.order_kill(
-                KillReason::LogLimitExceeded,
-                format!("output exceeded {}", enclave_spec::ByteSize(cap)),
-            );
+            let marker = format!("[enclave] output truncated at {} (logBytes)", enclave_spec::ByteSize(cap));
+            self.publish(SessionEvent::Log { stream: Stream::Stderr, line: marker });
+            self.order_kill(KillReason::LogLimitExceeded, format!("output exceeded {}", enclave_spec::ByteSize(cap)));
         }
         kept
     }
@@ -496,11 +384,7 @@ impl<'a> Driver<'a> {
     fn flush_lines(&mut self) {
         for (key, buffer) in std::mem::take(&mut self.line_buffers) {
             if !buffer.is_empty() {
-                let stream = if key == Stream::Stdout as u8 {
-                    Stream::Stdout
-                } else {
-                    Stream::Stderr
-                };
+                let stream = if key == Stream::Stdout as u8 { Stream::Stdout } else { Stream::Stderr };
                 self.emit_line(stream, &buffer);
             }
         }
@@ -517,18 +401,13 @@ impl<'a> Driver<'a> {
             Outcome::LaunchFailed(message) => (SessionStatus::Errored { message }, None),
             Outcome::Observed(observation) => {
                 let status = if self.audit_failure.is_some() {
-                    SessionStatus::Errored {
-                        message: "audit could not be written; session stopped".into(),
-                    }
+                    SessionStatus::Errored { message: "audit could not be written; session stopped".into() }
                 } else {
                     derive_status(&observation, self.order.as_ref())
                 };
                 if let (SessionStatus::Killed { reason, detail }, None) = (&status, &self.order) {
                     // A kill the backend observed (OOM, lost sandbox) rather than ordered.
-                    self.record(AuditEvent::Kill {
-                        reason: *reason,
-                        detail: detail.clone(),
-                    });
+                    self.record(AuditEvent::Kill { reason: *reason, detail: detail.clone() });
                 }
                 let exit_code = match observation.exit {
                     ExitObservation::Exited { code } => Some(code),
@@ -552,8 +431,7 @@ impl<'a> Driver<'a> {
         let (removed, ok) = match teardown {
             Ok(report) => {
                 for failed in &report.failed {
-                    self.warnings
-                        .push(format!("teardown could not remove {failed}"));
+                    self.warnings.push(format!("teardown could not remove {failed}"));
                 }
                 let ok = report.failed.is_empty();
                 (report.removed, ok)
@@ -580,9 +458,7 @@ impl<'a> Driver<'a> {
                 (Some(start), Some(end)) => Some(end.saturating_sub(start)),
                 _ => None,
             },
-            run_duration_ms: self
-                .run_started_ms
-                .map(|start| finished_ms.saturating_sub(start)),
+            run_duration_ms: self.run_started_ms.map(|start| finished_ms.saturating_sub(start)),
             plan_digest: self.plan.digest.to_string(),
             audit_digest: self.chain.digest().to_owned(),
             isolation: self.plan.containment.isolation,
@@ -594,14 +470,9 @@ impl<'a> Driver<'a> {
             warnings: std::mem::take(&mut self.warnings),
         };
         self.publish(SessionEvent::Status { status });
-        self.publish(SessionEvent::Finished {
-            result: Box::new(result.clone()),
-        });
+        self.publish(SessionEvent::Finished { result: Box::new(result.clone()) });
         match self.audit_failure.take() {
-            Some(source) => Err(OrchestratorError::Audit {
-                session: self.session.clone(),
-                source,
-            }),
+            Some(source) => Err(OrchestratorError::Audit { session: self.session.clone(), source }),
             None => Ok(result),
         }
     }
@@ -609,8 +480,5 @@ impl<'a> Driver<'a> {
 
 /// Makes the handle of a session that never launched, for teardown by label.
 pub fn handle_for(session: &SessionId) -> RunHandle {
-    RunHandle {
-        session: session.clone(),
-        id: String::new(),
-    }
+    RunHandle { session: session.clone(), id: String::new() }
 }

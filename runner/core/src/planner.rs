@@ -6,8 +6,8 @@ use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Positi
 
 use crate::address::{AddressClass, special_ranges};
 use crate::plan::{
-    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation,
-    NetworkMode, PLAN_FORMAT, Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
+    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT,
+    Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
 };
 use crate::quota::{PlanError, Policy, Quotas};
 
@@ -36,9 +36,7 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
     }
     let env = plain_env(&body.env);
     let program = match (&body.command, &body.steps) {
-        (Some(argv), _) => Program::Command {
-            argv: argv.value.clone(),
-        },
+        (Some(argv), _) => Program::Command { argv: argv.value.clone() },
         (None, Some(steps)) => Program::Steps {
             steps: steps
                 .iter()
@@ -54,14 +52,8 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
         (None, None) => Program::Command { argv: Vec::new() },
     };
     phases.push(Phase::Run(RunPhase {
-        image: body
-            .image
-            .as_ref()
-            .map_or_else(|| policy.default_image.clone(), |i| i.value.clone()),
-        workdir: body
-            .workdir
-            .as_ref()
-            .map_or_else(|| ".".to_owned(), |w| w.to_string()),
+        image: body.image.as_ref().map_or_else(|| policy.default_image.clone(), |i| i.value.clone()),
+        workdir: body.workdir.as_ref().map_or_else(|| ".".to_owned(), |w| w.to_string()),
         env,
         program,
     }));
@@ -105,14 +97,8 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
                 secret: b.secret.to_string(),
                 header: b.inject.header.to_string(),
                 format: b.inject.format.value.clone(),
-                methods: b
-                    .methods
-                    .as_ref()
-                    .map(|ms| ms.iter().map(|m| m.value).collect()),
-                paths: b
-                    .paths
-                    .as_ref()
-                    .map(|ps| ps.iter().map(|p| p.value.clone()).collect()),
+                methods: b.methods.as_ref().map(|ms| ms.iter().map(|m| m.value).collect()),
+                paths: b.paths.as_ref().map(|ps| ps.iter().map(|p| p.value.clone()).collect()),
             })
             .collect(),
         quotas,
@@ -125,9 +111,7 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
 }
 
 fn plain_env(env: &BTreeMap<enclave_spec::EnvName, Located<String>>) -> BTreeMap<String, String> {
-    env.iter()
-        .map(|(k, v)| (k.to_string(), v.value.clone()))
-        .collect()
+    env.iter().map(|(k, v)| (k.to_string(), v.value.clone())).collect()
 }
 
 fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
@@ -145,11 +129,7 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
             let mut ports: Vec<u16> = rule.ports.iter().map(|p| p.0).collect();
             ports.sort_unstable();
             ports.dedup();
-            Some(EgressRule {
-                id: format!("allow[{index}]"),
-                target,
-                ports,
-            })
+            Some(EgressRule { id: format!("allow[{index}]"), target, ports })
         })
         .collect();
     let implicit_denies = special_ranges()
@@ -163,9 +143,7 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
                 rules
                     .iter()
                     .filter(|r| match &r.target {
-                        RuleTarget::Cidr(net) => {
-                            net.prefix_len() >= range.prefix_len() && range.contains(net)
-                        }
+                        RuleTarget::Cidr(net) => net.prefix_len() >= range.prefix_len() && range.contains(net),
                         RuleTarget::Host(_) => false,
                     })
                     .map(|r| r.id.clone())
@@ -173,11 +151,7 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
             },
         })
         .collect();
-    EgressPolicy {
-        mode: *egress.mode,
-        rules,
-        implicit_denies,
-    }
+    EgressPolicy { mode: *egress.mode, rules, implicit_denies }
 }
 
 fn resolve_quotas(spec: &SessionSpec, policy: &Policy) -> Result<Quotas, PlanError> {
@@ -244,20 +218,10 @@ fn resolve_quotas(spec: &SessionSpec, policy: &Policy) -> Result<Quotas, PlanErr
     ];
     for (quota, value, min, max, position, show) in checks {
         if value > max {
-            return Err(PlanError::QuotaAboveMax {
-                quota,
-                requested: show(value),
-                max: show(max),
-                position,
-            });
+            return Err(PlanError::QuotaAboveMax { quota, requested: show(value), max: show(max), position });
         }
         if value < min {
-            return Err(PlanError::QuotaBelowMin {
-                quota,
-                requested: show(value),
-                min: show(min),
-                position,
-            });
+            return Err(PlanError::QuotaBelowMin { quota, requested: show(value), min: show(min), position });
         }
     }
     Ok(resolved)

@@ -21,14 +21,8 @@ impl SessionId {
         let id = id.into();
         let ok = !id.is_empty()
             && id.len() <= 64
-            && id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if ok {
-            Ok(Self(id))
-        } else {
-            Err(InvalidSessionId(id))
-        }
+            && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok { Ok(Self(id)) } else { Err(InvalidSessionId(id)) }
     }
 
     /// The id text.

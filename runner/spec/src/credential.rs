@@ -29,11 +29,7 @@ fn known_prefix(value: &str) -> Option<&'static str> {
 
 /// A long run of base64/hex-like characters with mixed classes: a generated secret.
 fn high_entropy(value: &str) -> bool {
-    if value.len() < 32
-        || !value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c))
-    {
+    if value.len() < 32 || !value.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c)) {
         return false;
     }
     let upper = value.chars().any(|c| c.is_ascii_uppercase());
@@ -55,18 +51,9 @@ pub(crate) fn describe(value: &str) -> &'static str {
 /// Whether an environment variable name suggests a secret (`*_TOKEN`, `PASSWORD`, ...).
 pub fn secret_like_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "API_KEY",
-        "APIKEY",
-        "PRIVATE_KEY",
-        "CREDENTIAL",
-    ]
-    .iter()
-    .any(|word| upper.contains(word))
+    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "PRIVATE_KEY", "CREDENTIAL"]
+        .iter()
+        .any(|word| upper.contains(word))
 }
 
 #[cfg(test)]
@@ -75,13 +62,9 @@ mod tests {
 
     #[test]
     fn recognises_token_formats_without_flagging_plain_values() {
-        assert!(looks_like_credential(
-            "ghp_0123456789abcdefghijklmnopqrstuvwx"
-        ));
+        assert!(looks_like_credential("ghp_0123456789abcdefghijklmnopqrstuvwx"));
         assert!(looks_like_credential("AKIAABCDEFGHIJKLMNOP"));
-        assert!(looks_like_credential(
-            "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRkdI"
-        ));
+        assert!(looks_like_credential("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRkdI"));
         assert!(!looks_like_credential("production"));
         assert!(!looks_like_credential("https://example.com/path"));
         assert!(!looks_like_credential("sk-"));

@@ -49,10 +49,7 @@ impl Diagnostic {
 
     /// A warning at a position.
     pub fn warning(file: &str, position: Position, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Warning,
-            ..Self::error(file, position, message)
-        }
+        Self { severity: Severity::Warning, ..Self::error(file, position, message) }
     }
 
     /// Adds a hint.
@@ -64,10 +61,7 @@ impl Diagnostic {
 
     /// The position as `line:column`.
     pub fn position(&self) -> Position {
-        Position {
-            line: self.line,
-            column: self.column,
-        }
+        Position { line: self.line, column: self.column }
     }
 }
 
@@ -77,11 +71,7 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}:{}: {level}: {}",
-            self.file, self.line, self.column, self.message
-        )?;
+        write!(f, "{}:{}:{}: {level}: {}", self.file, self.line, self.column, self.message)?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -102,11 +92,7 @@ pub struct SpecErrors {
 }
 
 fn count(n: usize) -> String {
-    if n == 1 {
-        "1 error".to_owned()
-    } else {
-        format!("{n} errors")
-    }
+    if n == 1 { "1 error".to_owned() } else { format!("{n} errors") }
 }
 
 impl SpecErrors {

@@ -64,9 +64,7 @@ impl<'de> Deserialize<'de> for Port {
         let value = i64::deserialize(deserializer)?;
         match u16::try_from(value) {
             Ok(port) if port > 0 => Ok(Port(port)),
-            _ => Err(serde::de::Error::custom(format!(
-                "port {value} is out of range (1-65535)"
-            ))),
+            _ => Err(serde::de::Error::custom(format!("port {value} is out of range (1-65535)"))),
         }
     }
 }
@@ -92,12 +90,22 @@ impl FromStr for Cidr {
             };
             return Err(format!("invalid CIDR {s:?}: missing '/prefix'{hint}"));
         }
-        let net: IpNet = s.parse().map_err(|_| format!("invalid CIDR {s:?}"))?;
+        // Parse the two halves strictly ourselves: ipnet's own parser accepts leading
+        // zeros (`010.0.0.0/8`), which some tools read as octal.
+        let invalid = || format!("invalid CIDR {s:?}");
+        let (addr, prefix) = s.split_once('/').ok_or_else(invalid)?;
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| invalid())?;
+        let strict_prefix = !prefix.is_empty()
+            && prefix.len() <= 3
+            && prefix.bytes().all(|b| b.is_ascii_digit())
+            && (prefix == "0" || !prefix.starts_with('0'));
+        if !strict_prefix {
+            return Err(invalid());
+        }
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+        let net = IpNet::new(addr, prefix).map_err(|_| invalid())?;
         if net.trunc() != net {
-            return Err(format!(
-                "CIDR {s:?} has host bits set; did you mean {}?",
-                net.trunc()
-            ));
+            return Err(format!("CIDR {s:?} has host bits set; did you mean {}?", net.trunc()));
         }
         Ok(Cidr(net))
     }
@@ -177,9 +185,7 @@ fn default_format() -> Located<String> {
 }
 
 /// An HTTP method a binding permits.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 #[allow(missing_docs, reason = "HTTP method names are self-describing")]
 pub enum HttpMethod {
@@ -194,9 +200,7 @@ pub enum HttpMethod {
 
 impl fmt::Display for HttpMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned));
+        let text = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned));
         f.write_str(text.as_deref().unwrap_or("?"))
     }
 }
@@ -209,10 +213,7 @@ impl PathPattern {
     /// Whether a request path (without query) is covered. Paths containing `..` or `%2e`
     /// segments never match, so a prefix cannot be escaped.
     pub fn matches(&self, path: &str) -> bool {
-        if path
-            .split('/')
-            .any(|seg| seg == ".." || seg == "." || seg.to_ascii_lowercase().contains("%2e"))
-        {
+        if path.split('/').any(|seg| seg == ".." || seg == "." || seg.to_ascii_lowercase().contains("%2e")) {
             return false;
         }
         match self.0.strip_suffix('*') {
@@ -233,14 +234,10 @@ impl FromStr for PathPattern {
             return Err(format!("path pattern {s:?} must start with '/'"));
         }
         if s.trim_end_matches('*').contains('*') || s.ends_with("**") {
-            return Err(format!(
-                "path pattern {s:?}: '*' is only allowed once, at the end"
-            ));
+            return Err(format!("path pattern {s:?}: '*' is only allowed once, at the end"));
         }
         if s.split('/').any(|seg| seg == ".." || seg == ".") || s.contains(['?', '#', '\0', ' ']) {
-            return Err(format!(
-                "path pattern {s:?} must not contain '.', '..', '?', '#' or spaces"
-            ));
+            return Err(format!("path pattern {s:?} must not contain '.', '..', '?', '#' or spaces"));
         }
         Ok(PathPattern(s.to_owned()))
     }
@@ -288,12 +285,7 @@ mod tests {
         assert!("2001:db8::/32".parse::<Cidr>().is_ok());
         let err = "10.0.0.1/8".parse::<Cidr>().expect_err("host bits");
         assert!(err.contains("did you mean 10.0.0.0/8"), "{err}");
-        assert!(
-            "10.0.0.1"
-                .parse::<Cidr>()
-                .expect_err("no prefix")
-                .contains("10.0.0.1/32")
-        );
+        assert!("10.0.0.1".parse::<Cidr>().expect_err("no prefix").contains("10.0.0.1/32"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("010.0.0.0/8".parse::<Cidr>().is_err());
     }

@@ -86,9 +86,7 @@ pub fn canonical_host(input: &str) -> Result<Host, HostError> {
         return Err(HostError::ControlOrSpace(input.to_owned()));
     }
     if let Some(inner) = input.strip_prefix('[') {
-        let inner = inner
-            .strip_suffix(']')
-            .ok_or_else(|| HostError::BadIpv6(input.to_owned()))?;
+        let inner = inner.strip_suffix(']').ok_or_else(|| HostError::BadIpv6(input.to_owned()))?;
         let v6 = Ipv6Addr::from_str(inner).map_err(|_| HostError::BadIpv6(input.to_owned()))?;
         return Ok(Host::Ip(match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -111,14 +109,11 @@ pub fn canonical_host(input: &str) -> Result<Host, HostError> {
     // A real top-level label is never numeric or hex; such names are address
     // spellings that some resolvers would interpret (inet_aton forms).
     let last = lower.rsplit('.').next().unwrap_or(&lower);
-    let hex_label = last
-        .strip_prefix("0x")
-        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_hexdigit()));
+    let hex_label = last.strip_prefix("0x").is_some_and(|rest| rest.chars().all(|c| c.is_ascii_hexdigit()));
     if last.chars().all(|c| c.is_ascii_digit()) || hex_label {
         return Err(HostError::NumericSpelling(input.to_owned()));
     }
-    let ascii = idna::domain_to_ascii_strict(&lower)
-        .map_err(|_| HostError::InvalidName(input.to_owned()))?;
+    let ascii = idna::domain_to_ascii_strict(&lower).map_err(|_| HostError::InvalidName(input.to_owned()))?;
     if ascii.len() > 253 {
         return Err(HostError::TooLong);
     }
@@ -170,9 +165,9 @@ impl HostPattern {
         };
         match self {
             HostPattern::Exact(exact) => name == exact,
-            HostPattern::Suffix(suffix) => name
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            HostPattern::Suffix(suffix) => {
+                name.strip_suffix(suffix.as_str()).is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+            }
         }
     }
 }
@@ -216,10 +211,7 @@ impl FromStr for HostPattern {
         match canonical_host(rest)? {
             Host::Ip(ip) => {
                 let prefix = if ip.is_ipv4() { 32 } else { 128 };
-                Err(HostPatternError::IpNotAllowed(
-                    s.to_owned(),
-                    format!("{ip}/{prefix}"),
-                ))
+                Err(HostPatternError::IpNotAllowed(s.to_owned(), format!("{ip}/{prefix}")))
             }
             Host::Domain(name) if wildcard => {
                 if !name.contains('.') {
@@ -268,10 +260,7 @@ mod tests {
         match (got, expect) {
             (Ok(h), Ok(want)) => assert_eq!(h.to_string(), want, "{input:?}"),
             (Err(e), Err(fragment)) => {
-                assert!(
-                    e.to_string().contains(fragment),
-                    "{input:?}: {e} lacks {fragment:?}"
-                )
+                assert!(e.to_string().contains(fragment), "{input:?}: {e} lacks {fragment:?}")
             }
             (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
         }

@@ -27,9 +27,7 @@ mod validate;
 
 pub use credential::{looks_like_credential, secret_like_name};
 pub use diagnostic::{Diagnostic, Severity, SpecErrors};
-pub use egress::{
-    AllowRule, Binding, Cidr, EgressMode, EgressSpec, HttpMethod, Inject, PathPattern, Port,
-};
+pub use egress::{AllowRule, Binding, Cidr, EgressMode, EgressSpec, HttpMethod, Inject, PathPattern, Port};
 pub use host::{Host, HostError, HostPattern, HostPatternError, canonical_host};
 pub use located::{Located, Position};
 pub use names::{ArtifactPath, BindingName, EnvName, HeaderName, SecretName, SessionName};

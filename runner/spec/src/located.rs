@@ -47,10 +47,7 @@ pub struct Located<T> {
 impl<T> Located<T> {
     /// A value with no source position (built in code).
     pub fn new(value: T) -> Self {
-        Self {
-            value,
-            position: Position::UNKNOWN,
-        }
+        Self { value, position: Position::UNKNOWN }
     }
 
     /// A value written at `position`.
@@ -78,13 +75,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
         let location = spanned.referenced;
-        Ok(Self {
-            value: spanned.value,
-            position: Position {
-                line: location.line(),
-                column: location.column(),
-            },
-        })
+        Ok(Self { value: spanned.value, position: Position { line: location.line(), column: location.column() } })
     }
 }
 

@@ -62,8 +62,7 @@ macro_rules! validated_string {
 fn dns_label(kind: &str, s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
@@ -79,14 +78,14 @@ validated_string!(
     /// A session name: a DNS label (lowercase letters, digits, `-`; at most 63).
     SessionName,
     |s| dns_label("session name", s),
-    { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" }
+    { "type": "string", "description": "A session name: 1-63 lowercase letters, digits and '-', not starting or ending with '-'.", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" }
 );
 
 validated_string!(
     /// A binding name: a DNS label.
     BindingName,
     |s| dns_label("binding name", s),
-    { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" }
+    { "type": "string", "description": "A binding name: 1-63 lowercase letters, digits and '-', not starting or ending with '-'.", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" }
 );
 
 validated_string!(
@@ -110,7 +109,7 @@ validated_string!(
         }
         Ok(s.to_owned())
     },
-    { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$" }
+    { "type": "string", "description": "The name of a secret held by the server (never its value).", "pattern": "^[A-Za-z0-9._-]{1,128}$" }
 );
 
 validated_string!(
@@ -123,7 +122,7 @@ validated_string!(
             && s.len() <= 256;
         if ok { Ok(s.to_owned()) } else { Err(format!("invalid environment variable name {s:?}")) }
     },
-    { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }
+    { "type": "string", "description": "An environment variable name.", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }
 );
 
 validated_string!(
@@ -144,7 +143,7 @@ validated_string!(
         }
         Ok(s.to_owned())
     },
-    { "type": "string", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$" }
+    { "type": "string", "description": "An HTTP header name. `Host`, hop-by-hop and `Proxy-*` headers cannot be injected.", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$" }
 );
 
 validated_string!(
@@ -180,10 +179,7 @@ mod tests {
 
     #[test]
     fn artifact_paths_are_normalised_and_confined() {
-        assert_eq!(
-            "./dist//out/".parse::<ArtifactPath>().map(|p| p.0),
-            Ok("dist/out".to_owned())
-        );
+        assert_eq!("./dist//out/".parse::<ArtifactPath>().map(|p| p.0), Ok("dist/out".to_owned()));
         assert_eq!(".".parse::<ArtifactPath>().map(|p| p.0), Ok(".".to_owned()));
         assert!("/etc/passwd".parse::<ArtifactPath>().is_err());
         assert!("a/../../b".parse::<ArtifactPath>().is_err());
@@ -193,11 +189,7 @@ mod tests {
     #[test]
     fn secret_names_refuse_values() {
         assert!("gh-token".parse::<SecretName>().is_ok());
-        assert!(
-            "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
-                .parse::<SecretName>()
-                .is_err()
-        );
+        assert!("ghp_abcdefghijklmnopqrstuvwxyz0123456789".parse::<SecretName>().is_err());
         assert!("has space".parse::<SecretName>().is_err());
     }
 

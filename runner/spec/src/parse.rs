@@ -24,13 +24,7 @@ pub struct ParseLimits {
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 256 * 1024,
-            max_depth: 32,
-            max_aliases: 64,
-            max_alias_replay_events: 4096,
-            max_nodes: 50_000,
-        }
+        Self { max_bytes: 256 * 1024, max_depth: 32, max_aliases: 64, max_alias_replay_events: 4096, max_nodes: 50_000 }
     }
 }
 
@@ -50,46 +44,26 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Parsed, SpecErrors> {
 }
 
 /// Parses and validates a spec with explicit limits.
-pub fn parse_with_limits(
-    file: &str,
-    bytes: &[u8],
-    limits: &ParseLimits,
-) -> Result<Parsed, SpecErrors> {
-    let refuse = |d: Diagnostic| SpecErrors {
-        file: file.to_owned(),
-        errors: vec![d],
-        warnings: vec![],
-    };
+pub fn parse_with_limits(file: &str, bytes: &[u8], limits: &ParseLimits) -> Result<Parsed, SpecErrors> {
+    let refuse = |d: Diagnostic| SpecErrors { file: file.to_owned(), errors: vec![d], warnings: vec![] };
     let text = check_input(file, bytes, limits).map_err(refuse)?;
     let spec = deserialize(file, text, limits).map_err(refuse)?;
     let (errors, warnings) = validate(file, &spec);
     if errors.is_empty() {
         Ok(Parsed { spec, warnings })
     } else {
-        Err(SpecErrors {
-            file: file.to_owned(),
-            errors,
-            warnings,
-        })
+        Err(SpecErrors { file: file.to_owned(), errors, warnings })
     }
 }
 
 /// Byte-level checks that YAML parsers handle poorly or not at all.
-fn check_input<'a>(
-    file: &str,
-    bytes: &'a [u8],
-    limits: &ParseLimits,
-) -> Result<&'a str, Diagnostic> {
+fn check_input<'a>(file: &str, bytes: &'a [u8], limits: &ParseLimits) -> Result<&'a str, Diagnostic> {
     let whole = Position { line: 1, column: 1 };
     if bytes.len() > limits.max_bytes {
         return Err(Diagnostic::error(
             file,
             whole,
-            format!(
-                "file is {} bytes; the limit is {} bytes",
-                bytes.len(),
-                limits.max_bytes
-            ),
+            format!("file is {} bytes; the limit is {} bytes", bytes.len(), limits.max_bytes),
         ));
     }
     let text = match std::str::from_utf8(bytes) {
@@ -98,17 +72,11 @@ fn check_input<'a>(
             let valid = &bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
             let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..])
-                .chars()
-                .count() as u64
-                + 1;
+            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() as u64 + 1;
             return Err(Diagnostic::error(
                 file,
                 Position { line, column },
-                format!(
-                    "file is not valid UTF-8 (invalid byte 0x{:02x})",
-                    bytes[e.valid_up_to()]
-                ),
+                format!("file is not valid UTF-8 (invalid byte 0x{:02x})", bytes[e.valid_up_to()]),
             )
             .with_help("save the spec as UTF-8"));
         }
@@ -127,10 +95,7 @@ fn check_input<'a>(
         if let Some(col) = line.find('\0') {
             return Err(Diagnostic::error(
                 file,
-                Position {
-                    line: line_no,
-                    column: col as u64 + 1,
-                },
+                Position { line: line_no, column: col as u64 + 1 },
                 "file contains a NUL character",
             ));
         }
@@ -138,10 +103,7 @@ fn check_input<'a>(
         if let Some(col) = line[..indent_len].find('\t') {
             return Err(Diagnostic::error(
                 file,
-                Position {
-                    line: line_no,
-                    column: col as u64 + 1,
-                },
+                Position { line: line_no, column: col as u64 + 1 },
                 "tab character in indentation",
             )
             .with_help("YAML indentation must use spaces"));
@@ -162,24 +124,15 @@ fn deserialize(file: &str, text: &str, limits: &ParseLimits) -> Result<SessionSp
     options.alias_limits.max_replay_stack_depth = 8;
     options.alias_limits.max_alias_expansions_per_anchor = 16;
     options.with_snippet = false;
-    serde_saphyr::from_str_with_options::<SessionSpec>(text, options)
-        .map_err(|e| map_error(file, &e))
+    serde_saphyr::from_str_with_options::<SessionSpec>(text, options).map_err(|e| map_error(file, &e))
 }
 
 /// Turns a parser error into a diagnostic with a precise message and a hint.
 fn map_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
     use serde_saphyr::Error as E;
-    let position = error
-        .location()
-        .map_or(Position { line: 1, column: 1 }, |l| Position {
-            line: l.line(),
-            column: l.column(),
-        });
-    let position = if position.is_known() {
-        position
-    } else {
-        Position { line: 1, column: 1 }
-    };
+    let position =
+        error.location().map_or(Position { line: 1, column: 1 }, |l| Position { line: l.line(), column: l.column() });
+    let position = if position.is_known() { position } else { Position { line: 1, column: 1 } };
     let diag = |message: String| Diagnostic::error(file, position, message);
     match error {
         E::SerdeUnknownField { field, expected, .. } => {
@@ -211,10 +164,28 @@ fn map_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
             strip_location(&error.to_string())
         ))
         .with_help("session specs rarely need anchors and aliases; write values out"),
-        E::MultipleDocuments { .. } => diag("file holds more than one YAML document".to_owned())
-            .with_help("put one session per file"),
+        E::MultipleDocuments { .. } => {
+            diag("file holds more than one YAML document".to_owned()).with_help("put one session per file")
+        }
         E::Eof { .. } => diag("unexpected end of file".to_owned()),
+        E::Unexpected { expected, .. } => diag(format!("expected {}", plain_kind(expected))),
+        E::InvalidScalar { ty, .. } => diag(format!("invalid value: expected {}", plain_kind(ty))),
         _ => diag(strip_location(&error.to_string())),
+    }
+}
+
+/// What the parser expected, in the user's terms rather than YAML event or Rust
+/// type names (`sequence start`, `u32`).
+fn plain_kind(expected: &str) -> &str {
+    match expected {
+        "string scalar" => "a string",
+        "scalar" => "a single value, not a list or mapping",
+        "sequence start" => "a list",
+        "mapping start" => "a mapping of `key: value` pairs",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, zero or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "boolean" => "`true` or `false`",
+        other => other,
     }
 }
 
@@ -232,12 +203,7 @@ fn suggest<'a>(given: &str, expected: &[&'a str]) -> Option<&'a str> {
     let lower = given.to_ascii_lowercase();
     expected
         .iter()
-        .map(|candidate| {
-            (
-                strsim::jaro_winkler(&lower, &candidate.to_ascii_lowercase()),
-                *candidate,
-            )
-        })
+        .map(|candidate| (strsim::jaro_winkler(&lower, &candidate.to_ascii_lowercase()), *candidate))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, candidate)| candidate)

@@ -56,9 +56,7 @@ impl DurationMs {
 pub struct QuantityError(String);
 
 fn split_number(s: &str) -> (&str, &str) {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     s.split_at(end)
 }
 
@@ -73,28 +71,26 @@ fn scaled(number: &str, scale: u64, what: &str) -> Result<u64, QuantityError> {
     if int_part.is_empty() && frac_part.is_empty() {
         return Err(bad());
     }
-    if !int_part.chars().all(|c| c.is_ascii_digit())
-        || !frac_part.chars().all(|c| c.is_ascii_digit())
-    {
+    if !int_part.chars().all(|c| c.is_ascii_digit()) || !frac_part.chars().all(|c| c.is_ascii_digit()) {
         return Err(bad());
     }
     let overflow = || QuantityError(format!("{what} {number:?} is too large"));
-    let whole: u64 = if int_part.is_empty() {
-        0
-    } else {
-        int_part.parse().map_err(|_| overflow())?
-    };
+    let whole: u64 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| overflow())? };
     let mut total = whole.checked_mul(scale).ok_or_else(overflow)?;
-    let mut unit = scale;
-    for digit in frac_part.chars() {
-        if unit % 10 != 0 {
-            return Err(QuantityError(format!(
-                "{what} {number:?} is finer than the smallest unit"
-            )));
+    // The fraction times the scale must come out whole: exact division, so that
+    // binary scales work too (`1.5Gi`) and nothing is silently rounded.
+    let fraction = frac_part.trim_end_matches('0');
+    if !fraction.is_empty() {
+        let finer = || QuantityError(format!("{what} {number:?} is finer than the smallest unit"));
+        let denominator =
+            u32::try_from(fraction.len()).ok().and_then(|digits| 10u128.checked_pow(digits)).ok_or_else(finer)?;
+        let numerator =
+            fraction.parse::<u128>().ok().and_then(|f| f.checked_mul(u128::from(scale))).ok_or_else(finer)?;
+        if numerator % denominator != 0 {
+            return Err(finer());
         }
-        unit /= 10;
-        let d = u64::from(digit.to_digit(10).unwrap_or(0));
-        total = total.checked_add(d * unit).ok_or_else(overflow)?;
+        let part = u64::try_from(numerator / denominator).map_err(|_| overflow())?;
+        total = total.checked_add(part).ok_or_else(overflow)?;
     }
     Ok(total)
 }
@@ -144,9 +140,7 @@ impl FromStr for DurationMs {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let invalid = || {
-            QuantityError(format!(
-                "invalid duration {s:?} (use units ms, s, m, h, e.g. \"30s\", \"10m\", \"1h30m\")"
-            ))
+            QuantityError(format!("invalid duration {s:?} (use units ms, s, m, h, e.g. \"30s\", \"10m\", \"1h30m\")"))
         };
         if s.is_empty() {
             return Err(invalid());
@@ -154,17 +148,13 @@ impl FromStr for DurationMs {
         let mut rest = s;
         let mut total: u64 = 0;
         while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 {
                 return Err(invalid());
             }
             let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
             let factor: u64 = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -173,12 +163,9 @@ impl FromStr for DurationMs {
                 _ => return Err(invalid()),
             };
             rest = &rest[unit_len..];
-            let part = value
-                .checked_mul(factor)
-                .ok_or_else(|| QuantityError(format!("duration {s:?} is too large")))?;
-            total = total
-                .checked_add(part)
-                .ok_or_else(|| QuantityError(format!("duration {s:?} is too large")))?;
+            let part =
+                value.checked_mul(factor).ok_or_else(|| QuantityError(format!("duration {s:?} is too large")))?;
+            total = total.checked_add(part).ok_or_else(|| QuantityError(format!("duration {s:?} is too large")))?;
         }
         Ok(DurationMs(total))
     }
@@ -187,13 +174,8 @@ impl FromStr for DurationMs {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        for (unit, size) in [
-            ("Ti", 1u64 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ] {
-            if b >= size && b % size == 0 {
+        for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+            if b >= size && b.is_multiple_of(size) {
                 return write!(f, "{}{unit}", b / size);
             }
         }
@@ -203,11 +185,7 @@ impl fmt::Display for ByteSize {
 
 impl fmt::Display for Millicores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
-            write!(f, "{}", self.0 / 1000)
-        } else {
-            write!(f, "{}m", self.0)
-        }
+        if self.0.is_multiple_of(1000) { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
     }
 }
 
@@ -217,7 +195,7 @@ impl fmt::Display for DurationMs {
         if ms == 0 {
             return f.write_str("0s");
         }
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return write!(f, "{ms}ms");
         }
         let mut secs = ms / 1000;
@@ -331,15 +309,7 @@ mod tests {
         ] {
             assert_eq!(input.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{input}");
         }
-        for bad in [
-            "",
-            "Mi",
-            "12XB",
-            "-1",
-            "1.5",
-            "99999999999999999999Ti",
-            "1..2Mi",
-        ] {
+        for bad in ["", "Mi", "12XB", "-1", "1.5", "99999999999999999999Ti", "1..2Mi"] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad} should fail");
         }
     }

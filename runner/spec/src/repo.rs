@@ -55,15 +55,15 @@ impl fmt::Display for RepoUrl {
 impl FromStr for RepoUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        // First, so that no later message echoes a credential back.
+        if has_raw_credentials(s) {
+            return Err(CREDENTIALS_IN_URL.to_owned());
+        }
         if s.starts_with("file:") {
-            return Err(format!(
-                "{s:?} is a local file URL; repo.url must be a remote (https or ssh)"
-            ));
+            return Err(format!("{s:?} is a local file URL; repo.url must be a remote (https or ssh)"));
         }
         if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') || !s.contains(':') {
-            return Err(format!(
-                "{s:?} is a local path; repo.url must be a remote (https or ssh)"
-            ));
+            return Err(format!("{s:?} is a local path; repo.url must be a remote (https or ssh)"));
         }
         if s.contains("://") {
             return parse_url(s);
@@ -78,26 +78,17 @@ fn parse_url(s: &str) -> Result<RepoUrl, String> {
         "https" => RepoScheme::Https,
         "ssh" => RepoScheme::Ssh,
         "http" => {
-            return Err(format!(
-                "{s:?} uses plain http; use https so the clone is authenticated and private"
-            ));
+            return Err(format!("{s:?} uses plain http; use https so the clone is authenticated and private"));
         }
         other => {
-            return Err(format!(
-                "unsupported repository scheme {other:?}; use https or ssh"
-            ));
+            return Err(format!("unsupported repository scheme {other:?}; use https or ssh"));
         }
     };
     if url.password().is_some() || (scheme == RepoScheme::Https && !url.username().is_empty()) {
-        return Err(
-            "repository URL contains credentials; put the token in a secret and name it in repo.credential"
-                .to_owned(),
-        );
+        return Err(CREDENTIALS_IN_URL.to_owned());
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "repository URL {s:?} must not have a query or fragment"
-        ));
+        return Err(format!("repository URL {s:?} must not have a query or fragment"));
     }
     // Canonicalise the host as written: the URL parser would quietly turn numeric
     // spellings such as 0x7f000001 into dotted quads.
@@ -115,13 +106,29 @@ fn parse_url(s: &str) -> Result<RepoUrl, String> {
         return Err(format!("repository URL {s:?} has no repository path"));
     }
     let user = (!url.username().is_empty()).then(|| url.username().to_owned());
-    Ok(RepoUrl {
-        scheme,
-        user,
-        host,
-        port,
-        path,
-    })
+    Ok(RepoUrl { scheme, user, host, port, path })
+}
+
+const CREDENTIALS_IN_URL: &str =
+    "repository URL contains credentials; put the token in a secret and name it in repo.credential";
+
+/// Whether the text carries credentials in its userinfo: a password
+/// (`user:secret@`), or any userinfo on a URL that is not `ssh://`. Checked on the
+/// raw text, before URL parsing, because parse errors would echo the input.
+fn has_raw_credentials(s: &str) -> bool {
+    let (userinfo, ssh) = match s.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let userinfo = authority.rsplit_once('@').map(|(userinfo, _)| userinfo);
+            (userinfo, scheme.eq_ignore_ascii_case("ssh"))
+        }
+        // scp-like `user@host:path`: whatever precedes the first '@', unless it is a path.
+        None => {
+            let userinfo = s.split_once('@').map(|(userinfo, _)| userinfo);
+            (userinfo.filter(|u| !u.contains('/')), true)
+        }
+    };
+    userinfo.is_some_and(|u| u.contains(':') || (!ssh && !u.is_empty()))
 }
 
 /// The host part of `scheme://[userinfo@]host[:port]/...`, exactly as written.
@@ -130,50 +137,31 @@ fn raw_authority_host(s: &str) -> &str {
     let authority = after.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if host_port.starts_with('[') {
-        host_port
-            .find(']')
-            .map_or(host_port, |end| &host_port[..=end])
+        host_port.find(']').map_or(host_port, |end| &host_port[..=end])
     } else {
         host_port.split(':').next().unwrap_or("")
     }
 }
 
 fn parse_scp_like(s: &str) -> Result<RepoUrl, String> {
-    let (authority, path) = s
-        .split_once(':')
-        .ok_or_else(|| format!("invalid repository URL {s:?}"))?;
+    let (authority, path) = s.split_once(':').ok_or_else(|| format!("invalid repository URL {s:?}"))?;
     let (user, raw_host) = match authority.split_once('@') {
         Some((user, host)) if !user.is_empty() => (Some(user.to_owned()), host),
         _ => {
-            return Err(format!(
-                "{s:?} is neither a URL nor user@host:path; use https://host/path or git@host:path"
-            ));
+            return Err(format!("{s:?} is neither a URL nor user@host:path; use https://host/path or git@host:path"));
         }
     };
-    if let Some(u) = &user {
-        if !u
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(format!("invalid ssh user {u:?} in repository URL"));
-        }
+    if let Some(u) = &user
+        && !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!("invalid ssh user {u:?} in repository URL"));
     }
     let host = canonical_host(raw_host).map_err(|e| format!("repository host: {e}"))?;
     if path.is_empty() || path.starts_with('-') {
         return Err(format!("repository URL {s:?} has no repository path"));
     }
-    let path = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    };
-    Ok(RepoUrl {
-        scheme: RepoScheme::Ssh,
-        user,
-        host,
-        port: 22,
-        path,
-    })
+    let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+    Ok(RepoUrl { scheme: RepoScheme::Ssh, user, host, port: 22, path })
 }
 
 impl<'de> Deserialize<'de> for RepoUrl {
@@ -209,24 +197,12 @@ mod tests {
     #[test]
     fn accepts_remotes_and_normalises_them() {
         let cases = [
-            (
-                "https://GitHub.com/org/repo.git",
-                "https://github.com/org/repo.git",
-            ),
-            (
-                "git@github.com:org/repo.git",
-                "ssh://git@github.com/org/repo.git",
-            ),
-            (
-                "ssh://git@git.example.com:2222/r.git",
-                "ssh://git@git.example.com:2222/r.git",
-            ),
+            ("https://GitHub.com/org/repo.git", "https://github.com/org/repo.git"),
+            ("git@github.com:org/repo.git", "ssh://git@github.com/org/repo.git"),
+            ("ssh://git@git.example.com:2222/r.git", "ssh://git@git.example.com:2222/r.git"),
         ];
         for (input, shown) in cases {
-            assert_eq!(
-                input.parse::<RepoUrl>().map(|u| u.to_string()),
-                Ok(shown.to_owned())
-            );
+            assert_eq!(input.parse::<RepoUrl>().map(|u| u.to_string()), Ok(shown.to_owned()));
         }
     }
 
@@ -240,6 +216,9 @@ mod tests {
             ("http://example.com/r.git", "plain http"),
             ("https://user:pw@example.com/r.git", "credentials"),
             ("https://x-access-token@example.com/r.git", "credentials"),
+            ("http://user:pw@example.com/r.git", "credentials"),
+            ("https://user:pw@exa mple.com/r.git", "credentials"),
+            ("user:pw@example.com:r.git", "credentials"),
             ("ftp://example.com/r.git", "unsupported"),
             ("https://example.com", "no repository path"),
             ("https://0x7f000001/r.git", "repository host"),

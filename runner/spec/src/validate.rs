@@ -43,19 +43,14 @@ impl Checker<'_> {
         self.errors.last_mut().expect("just pushed")
     }
     fn warn(&mut self, at: Position, message: impl Into<String>) -> &mut Diagnostic {
-        self.warnings
-            .push(Diagnostic::warning(self.file, at, message));
+        self.warnings.push(Diagnostic::warning(self.file, at, message));
         self.warnings.last_mut().expect("just pushed")
     }
 }
 
 /// Runs every semantic check; returns (errors, warnings), each sorted by position.
 pub(crate) fn validate(file: &str, spec: &SessionSpec) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-    let mut c = Checker {
-        file,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut c = Checker { file, errors: Vec::new(), warnings: Vec::new() };
     let body = &spec.spec;
     check_program(&mut c, body, spec.metadata.name.position);
     check_env(&mut c, body);
@@ -72,14 +67,12 @@ pub(crate) fn validate(file: &str, spec: &SessionSpec) -> (Vec<Diagnostic>, Vec<
 fn check_program(c: &mut Checker<'_>, body: &SessionBody, fallback: Position) {
     match (&body.command, &body.steps) {
         (Some(cmd), Some(steps)) => {
-            c.error(steps.position, "`command` and `steps` are both set")
-                .help =
+            c.error(steps.position, "`command` and `steps` are both set").help =
                 Some("use `command` for one program or `steps` for several, not both".into());
             let _ = cmd;
         }
         (None, None) => {
-            c.error(fallback, "neither `command` nor `steps` is set")
-                .help =
+            c.error(fallback, "neither `command` nor `steps` is set").help =
                 Some("add `spec.command: [\"make\", \"test\"]` or a `spec.steps` list".into());
         }
         (Some(cmd), None) => {
@@ -87,6 +80,10 @@ fn check_program(c: &mut Checker<'_>, body: &SessionBody, fallback: Position) {
                 c.error(cmd.position, "`command` is empty");
             } else if cmd[0].trim().is_empty() {
                 c.error(cmd.position, "`command[0]` (the program) is empty");
+            }
+            // A YAML escape (`"\0"`) can put a NUL into a string; exec cannot pass it.
+            if let Some(index) = cmd.iter().position(|arg| arg.contains('\0')) {
+                c.error(cmd.position, format!("`command[{index}]` contains a NUL character"));
             }
         }
         (None, Some(steps)) => {
@@ -98,44 +95,37 @@ fn check_program(c: &mut Checker<'_>, body: &SessionBody, fallback: Position) {
                 if step.name.trim().is_empty() {
                     c.error(step.name.position, "step name is empty");
                 } else if !names.insert(step.name.value.clone()) {
-                    c.error(
-                        step.name.position,
-                        format!("duplicate step name {:?}", step.name.value),
-                    );
+                    c.error(step.name.position, format!("duplicate step name {:?}", step.name.value));
                 }
                 if step.run.trim().is_empty() {
-                    c.error(
-                        step.run.position,
-                        format!("step {:?} has an empty `run`", step.name.value),
-                    );
+                    c.error(step.run.position, format!("step {:?} has an empty `run`", step.name.value));
+                } else if step.run.contains('\0') {
+                    c.error(step.run.position, format!("step {:?} `run` contains a NUL character", step.name.value));
                 }
                 if let Some(timeout) = &step.timeout {
                     if timeout.0 == 0 {
                         c.error(timeout.position, "step timeout must be greater than zero");
                     }
-                    if let Some(deadline) = &body.quotas.deadline {
-                        if timeout.0 > deadline.0 {
-                            c.warn(
-                                timeout.position,
-                                format!(
-                                    "step timeout {} is longer than the session deadline {}; the deadline wins",
-                                    timeout.value, deadline.value
-                                ),
-                            );
-                        }
+                    if let Some(deadline) = &body.quotas.deadline
+                        && timeout.0 > deadline.0
+                    {
+                        c.warn(
+                            timeout.position,
+                            format!(
+                                "step timeout {} is longer than the session deadline {}; the deadline wins",
+                                timeout.value, deadline.value
+                            ),
+                        );
                     }
                 }
                 check_env_map(c, &step.env);
             }
         }
     }
-    if let Some(image) = &body.image {
-        if image.trim().is_empty() || image.contains(char::is_whitespace) {
-            c.error(
-                image.position,
-                format!("invalid image reference {:?}", image.value),
-            );
-        }
+    if let Some(image) = &body.image
+        && (image.trim().is_empty() || image.contains(char::is_whitespace))
+    {
+        c.error(image.position, format!("invalid image reference {:?}", image.value));
     }
 }
 
@@ -143,28 +133,16 @@ fn check_env(c: &mut Checker<'_>, body: &SessionBody) {
     check_env_map(c, &body.env);
 }
 
-fn check_env_map(
-    c: &mut Checker<'_>,
-    env: &std::collections::BTreeMap<crate::names::EnvName, Located<String>>,
-) {
+fn check_env_map(c: &mut Checker<'_>, env: &std::collections::BTreeMap<crate::names::EnvName, Located<String>>) {
     for (name, value) in env {
         if value.contains('\0') {
-            c.error(
-                value.position,
-                format!("env {name} contains a NUL character"),
-            );
+            c.error(value.position, format!("env {name} contains a NUL character"));
         } else if looks_like_credential(value) {
-            c.warn(
-                value.position,
-                format!("env {name} looks like a credential ({})", describe(value)),
-            )
-            .help = Some(SECRET_HELP.into());
+            c.warn(value.position, format!("env {name} looks like a credential ({})", describe(value))).help =
+                Some(SECRET_HELP.into());
         } else if secret_like_name(name.as_str()) && value.len() >= 8 {
-            c.warn(
-                value.position,
-                format!("env {name} is named like a secret and has a value"),
-            )
-            .help = Some(SECRET_HELP.into());
+            c.warn(value.position, format!("env {name} is named like a secret and has a value")).help =
+                Some(SECRET_HELP.into());
         }
     }
 }
@@ -177,9 +155,7 @@ fn check_repo(c: &mut Checker<'_>, body: &SessionBody) {
         let r = git_ref.value.as_str();
         let bad = r.is_empty()
             || r.starts_with('-')
-            || r.contains(|ch: char| {
-                ch.is_whitespace() || ch.is_control() || "~^:?*[\\".contains(ch)
-            })
+            || r.contains(|ch: char| ch.is_whitespace() || ch.is_control() || "~^:?*[\\".contains(ch))
             || r.contains("..")
             || r.ends_with('/')
             || r.ends_with(".lock");
@@ -192,27 +168,17 @@ fn check_repo(c: &mut Checker<'_>, body: &SessionBody) {
 fn check_egress(c: &mut Checker<'_>, body: &SessionBody) {
     let egress = &body.egress;
     if *egress.mode == EgressMode::Deny && !egress.allow.is_empty() {
-        c.error(
-            egress.allow[0].position,
-            "`egress.allow` rules are given but `egress.mode` is deny",
-        )
-        .help = Some("set `egress.mode: allowlist` to use them (deny is the default)".into());
+        c.error(egress.allow[0].position, "`egress.allow` rules are given but `egress.mode` is deny").help =
+            Some("set `egress.mode: allowlist` to use them (deny is the default)".into());
     }
-    if *egress.mode == EgressMode::Allowlist && egress.allow.is_empty() && body.bindings.is_empty()
-    {
-        c.warn(
-            egress.mode.position,
-            "allowlist mode with no rules and no bindings reaches nothing",
-        )
-        .help = Some("add `egress.allow` rules, or use `mode: deny`".into());
+    if *egress.mode == EgressMode::Allowlist && egress.allow.is_empty() && body.bindings.is_empty() {
+        c.warn(egress.mode.position, "allowlist mode with no rules and no bindings reaches nothing").help =
+            Some("add `egress.allow` rules, or use `mode: deny`".into());
     }
     let mut seen = BTreeSet::new();
     for rule in &egress.allow {
         check_rule(c, rule);
-        let key = (
-            rule.host.as_ref().map(|h| h.value.clone()),
-            rule.cidr.as_ref().map(|n| n.value),
-        );
+        let key = (rule.host.as_ref().map(|h| h.value.clone()), rule.cidr.as_ref().map(|n| n.value));
         if !seen.insert(key) {
             c.warn(rule.position, "duplicate allow rule");
         }
@@ -222,8 +188,8 @@ fn check_egress(c: &mut Checker<'_>, body: &SessionBody) {
 fn check_rule(c: &mut Checker<'_>, rule: &Located<AllowRule>) {
     match (&rule.host, &rule.cidr) {
         (Some(_), Some(cidr)) => {
-            c.error(cidr.position, "an allow rule has both `host` and `cidr`")
-                .help = Some("write one rule per destination".into());
+            c.error(cidr.position, "an allow rule has both `host` and `cidr`").help =
+                Some("write one rule per destination".into());
         }
         (None, None) => {
             c.error(rule.position, "an allow rule needs `host` or `cidr`");
@@ -248,46 +214,39 @@ fn check_rule(c: &mut Checker<'_>, rule: &Located<AllowRule>) {
                     .into(),
             );
         }
-        if net.contains(&IpAddr::V4(METADATA_IPV4)) && net.prefix_len() > 0 {
-            c.error(cidr.position, format!("{net} contains the cloud metadata address {METADATA_IPV4}, which is never reachable"))
-                .help = Some("narrow the range so it excludes 169.254.169.254".into());
+        // The IPv4-mapped IPv6 form (`::ffff:169.254.169.254`) reaches the same address.
+        let metadata = [IpAddr::V4(METADATA_IPV4), IpAddr::V6(METADATA_IPV4.to_ipv6_mapped())];
+        if net.prefix_len() > 0 && metadata.iter().any(|ip| net.contains(ip)) {
+            c.error(
+                cidr.position,
+                format!("{net} contains the cloud metadata address {METADATA_IPV4}, which is never reachable"),
+            )
+            .help = Some("narrow the range so it excludes 169.254.169.254".into());
         }
     }
     if rule.acknowledge_any_address && rule.cidr.as_ref().is_none_or(|n| n.0.prefix_len() != 0) {
-        c.error(
-            rule.position,
-            "`acknowledgeAnyAddress` is only meaningful on a 0.0.0.0/0 or ::/0 rule",
-        );
+        c.error(rule.position, "`acknowledgeAnyAddress` is only meaningful on a 0.0.0.0/0 or ::/0 rule");
     }
 }
 
 fn check_bindings(c: &mut Checker<'_>, body: &SessionBody) {
     if !body.bindings.is_empty() && *body.egress.mode == EgressMode::Deny {
-        c.error(
-            body.bindings[0].position,
-            "bindings need network access, but `egress.mode` is deny",
-        )
-        .help = Some("set `egress.mode: allowlist`; bindings reach only their own host".into());
+        c.error(body.bindings[0].position, "bindings need network access, but `egress.mode` is deny").help =
+            Some("set `egress.mode: allowlist`; bindings reach only their own host".into());
     }
     let mut names = BTreeSet::new();
     for binding in &body.bindings {
         check_binding(c, binding);
         if !names.insert(binding.name.value.clone()) {
-            c.error(
-                binding.name.position,
-                format!("duplicate binding name {:?}", binding.name.as_str()),
-            );
+            c.error(binding.name.position, format!("duplicate binding name {:?}", binding.name.as_str()));
         }
     }
 }
 
 fn check_binding(c: &mut Checker<'_>, binding: &Binding) {
     if let HostPattern::Suffix(_) = binding.host.value {
-        c.error(
-            binding.host.position,
-            "a binding host must be an exact name, not a wildcard",
-        )
-        .help = Some("the credential is only ever sent to one host".into());
+        c.error(binding.host.position, "a binding host must be an exact name, not a wildcard").help =
+            Some("the credential is only ever sent to one host".into());
     }
     let format = &binding.inject.format;
     match format.matches("{secret}").count() {
@@ -296,126 +255,68 @@ fn check_binding(c: &mut Checker<'_>, binding: &Binding) {
             c.error(format.position, "`inject.format` must contain `{secret}`");
         }
         _ => {
-            c.error(
-                format.position,
-                "`inject.format` must contain `{secret}` exactly once",
-            );
+            c.error(format.position, "`inject.format` must contain `{secret}` exactly once");
         }
     }
     if format.contains(['\r', '\n', '\0']) {
-        c.error(
-            format.position,
-            "`inject.format` must not contain line breaks or NUL",
-        );
+        c.error(format.position, "`inject.format` must not contain line breaks or NUL");
     }
     let literal = format.replace("{secret}", " ");
     if literal.split_whitespace().any(looks_like_credential) {
-        c.error(
-            format.position,
-            "`inject.format` appears to contain a credential value",
-        )
-        .help = Some("put the value in the secret and keep only `{secret}` in the format".into());
+        c.error(format.position, "`inject.format` appears to contain a credential value").help =
+            Some("put the value in the secret and keep only `{secret}` in the format".into());
     }
-    if let Some(methods) = &binding.methods {
-        if methods.is_empty() {
-            c.error(
-                binding.name.position,
-                "`methods` is empty: nothing could be called",
-            );
-        }
+    if let Some(methods) = &binding.methods
+        && methods.is_empty()
+    {
+        c.error(binding.name.position, "`methods` is empty: nothing could be called");
     }
-    if let Some(paths) = &binding.paths {
-        if paths.is_empty() {
-            c.error(
-                binding.name.position,
-                "`paths` is empty: nothing could be called",
-            );
-        }
+    if let Some(paths) = &binding.paths
+        && paths.is_empty()
+    {
+        c.error(binding.name.position, "`paths` is empty: nothing could be called");
     }
 }
 
 fn check_quotas(c: &mut Checker<'_>, body: &SessionBody) {
     let q = &body.quotas;
     if let Some(cpu) = &q.cpu {
-        bounded(
-            c,
-            cpu.position,
-            "cpu",
-            cpu.0,
-            Millicores(bounds::MAX_CPU_MILLIS).0,
-            || Millicores(bounds::MAX_CPU_MILLIS).to_string(),
-        );
+        bounded(c, cpu.position, "cpu", cpu.0, Millicores(bounds::MAX_CPU_MILLIS).0, || {
+            Millicores(bounds::MAX_CPU_MILLIS).to_string()
+        });
     }
     if let Some(memory) = &q.memory {
-        bounded(
-            c,
-            memory.position,
-            "memory",
-            memory.0,
-            bounds::MAX_MEMORY_BYTES,
-            || ByteSize(bounds::MAX_MEMORY_BYTES).to_string(),
-        );
+        bounded(c, memory.position, "memory", memory.0, bounds::MAX_MEMORY_BYTES, || {
+            ByteSize(bounds::MAX_MEMORY_BYTES).to_string()
+        });
     }
     if let Some(pids) = &q.pids {
-        bounded(
-            c,
-            pids.position,
-            "pids",
-            u64::from(pids.value),
-            u64::from(bounds::MAX_PIDS),
-            || bounds::MAX_PIDS.to_string(),
-        );
+        bounded(c, pids.position, "pids", u64::from(pids.value), u64::from(bounds::MAX_PIDS), || {
+            bounds::MAX_PIDS.to_string()
+        });
     }
     if let Some(deadline) = &q.deadline {
-        bounded(
-            c,
-            deadline.position,
-            "deadline",
-            deadline.0,
-            bounds::MAX_DEADLINE_MS,
-            || DurationMs(bounds::MAX_DEADLINE_MS).to_string(),
-        );
+        bounded(c, deadline.position, "deadline", deadline.0, bounds::MAX_DEADLINE_MS, || {
+            DurationMs(bounds::MAX_DEADLINE_MS).to_string()
+        });
     }
     if let Some(disk) = &q.disk {
-        bounded(
-            c,
-            disk.position,
-            "disk",
-            disk.0,
-            bounds::MAX_DISK_BYTES,
-            || ByteSize(bounds::MAX_DISK_BYTES).to_string(),
-        );
+        bounded(c, disk.position, "disk", disk.0, bounds::MAX_DISK_BYTES, || {
+            ByteSize(bounds::MAX_DISK_BYTES).to_string()
+        });
     }
     if let Some(log) = &q.log_bytes {
-        bounded(
-            c,
-            log.position,
-            "logBytes",
-            log.0,
-            bounds::MAX_LOG_BYTES,
-            || ByteSize(bounds::MAX_LOG_BYTES).to_string(),
-        );
+        bounded(c, log.position, "logBytes", log.0, bounds::MAX_LOG_BYTES, || {
+            ByteSize(bounds::MAX_LOG_BYTES).to_string()
+        });
     }
 }
 
-fn bounded(
-    c: &mut Checker<'_>,
-    at: Position,
-    what: &str,
-    value: u64,
-    max: u64,
-    show_max: impl Fn() -> String,
-) {
+fn bounded(c: &mut Checker<'_>, at: Position, what: &str, value: u64, max: u64, show_max: impl Fn() -> String) {
     if value == 0 {
         c.error(at, format!("quota `{what}` must be greater than zero"));
     } else if value > max {
-        c.error(
-            at,
-            format!(
-                "quota `{what}` is absurdly large (the hard ceiling is {})",
-                show_max()
-            ),
-        );
+        c.error(at, format!("quota `{what}` is absurdly large (the hard ceiling is {})", show_max()));
     }
 }
 
@@ -423,10 +324,7 @@ fn check_artifacts(c: &mut Checker<'_>, body: &SessionBody) {
     let mut seen = BTreeSet::new();
     for path in &body.artifacts {
         if !seen.insert(path.value.clone()) {
-            c.warn(
-                path.position,
-                format!("artifact path {:?} is listed twice", path.as_str()),
-            );
+            c.warn(path.position, format!("artifact path {:?} is listed twice", path.as_str()));
         }
     }
 }

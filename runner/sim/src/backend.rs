@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use enclave_core::{
-    Backend, BackendError, BackendEvents, Capabilities, Clock, ExitObservation, Observation, Plan,
-    RunHandle, SecretStore, SessionId, Support, TeardownReport,
+    Backend, BackendError, BackendEvents, Capabilities, Clock, ExitObservation, Observation, Plan, RunHandle,
+    SecretStore, SessionId, Support, TeardownReport,
 };
 use tokio::sync::Notify;
 
@@ -45,25 +45,14 @@ impl SimBackend {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions
             .entry(id.clone())
-            .or_insert_with(|| {
-                Arc::new(SimSession {
-                    clock: VirtualClock::starting_now(),
-                    run: Mutex::new(None),
-                })
-            })
+            .or_insert_with(|| Arc::new(SimSession { clock: VirtualClock::starting_now(), run: Mutex::new(None) }))
             .clone()
     }
 
     fn run(&self, handle: &RunHandle) -> Result<Arc<SimRun>, BackendError> {
         let session = self.session(&handle.session);
-        let run = session
-            .run
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        run.ok_or_else(|| {
-            BackendError::Unsupported(format!("session {} was not launched", handle.session))
-        })
+        let run = session.run.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        run.ok_or_else(|| BackendError::Unsupported(format!("session {} was not launched", handle.session)))
     }
 }
 
@@ -116,10 +105,7 @@ impl Backend for SimBackend {
             killed: Notify::new(),
         });
         *state.run.lock().unwrap_or_else(PoisonError::into_inner) = Some(run);
-        Ok(RunHandle {
-            session: session.clone(),
-            id: format!("sim-{session}"),
-        })
+        Ok(RunHandle { session: session.clone(), id: format!("sim-{session}") })
     }
 
     async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
@@ -151,9 +137,7 @@ impl Backend for SimBackend {
                 Action::End(observation) => return Ok(observation.clone()),
             }
         }
-        Err(BackendError::Unsupported(
-            "the modelled timeline has no end".into(),
-        ))
+        Err(BackendError::Unsupported("the modelled timeline has no end".into()))
     }
 
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
@@ -164,20 +148,13 @@ impl Backend for SimBackend {
 
     async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
         // The simulator created nothing outside its own memory.
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(session);
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
         Ok(TeardownReport::default())
     }
 
     async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        let orphans: Vec<SessionId> = sessions
-            .keys()
-            .filter(|id| !live.contains(id))
-            .cloned()
-            .collect();
+        let orphans: Vec<SessionId> = sessions.keys().filter(|id| !live.contains(id)).cloned().collect();
         for id in &orphans {
             sessions.remove(id);
         }

@@ -9,9 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 fn wall_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Real time, with tokio timers.
@@ -58,13 +56,7 @@ impl VirtualClock {
 
     /// A clock starting at `epoch_ms`.
     pub fn starting_at(epoch_ms: u64) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Mutex::new(Inner {
-                now_ms: epoch_ms,
-                next_id: 0,
-                timers: Vec::new(),
-            }),
-        })
+        Arc::new(Self { inner: Mutex::new(Inner { now_ms: epoch_ms, next_id: 0, timers: Vec::new() }) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -115,9 +107,7 @@ impl Clock for VirtualClock {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         let (wake, done) = oneshot::channel();
         let mut inner = self.lock();
-        let due_ms = inner
-            .now_ms
-            .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        let due_ms = inner.now_ms.saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         if due_ms <= inner.now_ms {
             return Box::pin(async {});
         }

@@ -21,9 +21,5 @@ pub use model::{Action, DEFAULT_DURATION_MS, timeline};
 /// When the model says the user cancels, if it does: callers time it on the session's
 /// clock (`Orchestrator::clock_for`).
 pub fn modelled_cancel(plan: &enclave_core::Plan) -> Option<std::time::Duration> {
-    plan.simulate
-        .as_ref()?
-        .cancel_after
-        .as_ref()
-        .map(|d| d.value.as_std())
+    plan.simulate.as_ref()?.cancel_after.as_ref().map(|d| d.value.as_std())
 }

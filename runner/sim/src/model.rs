@@ -4,8 +4,8 @@
 //! would make, from the same decision code.
 
 use enclave_core::{
-    BackendEvent, DecisionContext, EgressPhase, ExitObservation, Observation, Plan, Resolution,
-    check_binding_scope, decide,
+    BackendEvent, DecisionContext, EgressPhase, ExitObservation, Observation, Plan, Resolution, check_binding_scope,
+    decide,
 };
 use enclave_spec::SimulateSpec;
 
@@ -25,13 +25,7 @@ pub enum Action {
 }
 
 fn observation(exit: ExitObservation) -> Observation {
-    Observation {
-        exit,
-        oom_killed: false,
-        pids_limit_hit: false,
-        disk_full: false,
-        failed_step: None,
-    }
+    Observation { exit, oom_killed: false, pids_limit_hit: false, disk_full: false, failed_step: None }
 }
 
 /// The modelled timeline: `(offset from start in ms, action)`, sorted by offset (stable:
@@ -43,21 +37,12 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
 
     if let Some(clone) = plan.clone_phase() {
         out.push(emit(0, BackendEvent::CloneStarted));
-        let ctx = DecisionContext {
-            plan,
-            phase: EgressPhase::Clone,
-            proxy_addresses: &[],
-        };
+        let ctx = DecisionContext { plan, phase: EgressPhase::Clone, proxy_addresses: &[] };
         let decision = decide(&ctx, &clone.host, clone.port, Resolution::NotModelled);
         let ok = decision.is_allow();
         out.push(emit(
             0,
-            BackendEvent::Egress {
-                phase: EgressPhase::Clone,
-                host: clone.host.clone(),
-                port: clone.port,
-                decision,
-            },
+            BackendEvent::Egress { phase: EgressPhase::Clone, host: clone.host.clone(), port: clone.port, decision },
         ));
         out.push(emit(
             0,
@@ -71,10 +56,7 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
             },
         ));
         if !ok {
-            out.push((
-                0,
-                Action::End(observation(ExitObservation::Exited { code: 128 })),
-            ));
+            out.push((0, Action::End(observation(ExitObservation::Exited { code: 128 }))));
             return out;
         }
         out.push(emit(0, BackendEvent::CloneReachRevoked));
@@ -100,26 +82,15 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
     }
     if let Some(peak) = &model.peak_memory {
         if peak.0 > q.memory_bytes {
-            let oom = Observation {
-                oom_killed: true,
-                ..observation(ExitObservation::Signaled { signal: 9 })
-            };
+            let oom = Observation { oom_killed: true, ..observation(ExitObservation::Signaled { signal: 9 }) };
             out.push((midpoint, Action::End(oom)));
         }
     }
     if let Some(lost) = &model.infra_lost_after {
         let detail = format!("sandbox lost after {} (modelled)", lost.value);
-        out.push((
-            lost.0,
-            Action::End(observation(ExitObservation::Lost { detail })),
-        ));
+        out.push((lost.0, Action::End(observation(ExitObservation::Lost { detail }))));
     }
-    out.push((
-        duration,
-        Action::End(observation(ExitObservation::Exited {
-            code: model.exit_code,
-        })),
-    ));
+    out.push((duration, Action::End(observation(ExitObservation::Exited { code: model.exit_code }))));
 
     out.sort_by_key(|(at, _)| *at);
     if let Some(first_end) = out.iter().position(|(_, a)| matches!(a, Action::End(_))) {
@@ -130,15 +101,9 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
 
 fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(u64, Action)>) {
     let count = model.egress.len() as u64;
-    let ctx = DecisionContext {
-        plan,
-        phase: EgressPhase::Run,
-        proxy_addresses: &[],
-    };
+    let ctx = DecisionContext { plan, phase: EgressPhase::Run, proxy_addresses: &[] };
     for (index, attempt) in model.egress.iter().enumerate() {
-        let at = attempt
-            .at
-            .map_or_else(|| duration * (index as u64 + 1) / (count + 1), |a| a.0);
+        let at = attempt.at.map_or_else(|| duration * (index as u64 + 1) / (count + 1), |a| a.0);
         let resolution = if attempt.resolves_to.is_empty() {
             Resolution::NotModelled
         } else {
@@ -146,9 +111,7 @@ fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(
         };
         let decision = decide(&ctx, &attempt.host, attempt.port.0, resolution);
         let binding_rule = match &decision {
-            enclave_core::Decision::Allow { rule } => {
-                rule.strip_prefix("binding:").map(str::to_owned)
-            }
+            enclave_core::Decision::Allow { rule } => rule.strip_prefix("binding:").map(str::to_owned),
             enclave_core::Decision::Deny { .. } => None,
         };
         out.push((
@@ -164,9 +127,7 @@ fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(
         let Some(binding) = plan.bindings.iter().find(|b| b.name == name) else {
             continue;
         };
-        let method = attempt
-            .method
-            .map_or_else(|| "GET".to_owned(), |m| m.to_string());
+        let method = attempt.method.map_or_else(|| "GET".to_owned(), |m| m.to_string());
         let path = attempt.path.clone().unwrap_or_else(|| "/".to_owned());
         let scope = check_binding_scope(binding, &method, &path);
         out.push((
@@ -195,10 +156,7 @@ fn output(model: &SimulateSpec, duration: u64, out: &mut Vec<(u64, Action)>) {
         let share = |total: u64| total * k / chunks - total * (k - 1) / chunks;
         out.push((
             duration * k / chunks,
-            Action::Emit(BackendEvent::OutputVolume {
-                lines: share(logs.lines),
-                bytes: share(bytes),
-            }),
+            Action::Emit(BackendEvent::OutputVolume { lines: share(logs.lines), bytes: share(bytes) }),
         ));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use enclave_core::{
@@ -218,7 +218,7 @@ fn describe(event: &SessionEvent) -> Option<String> {
     })
 }
 
-fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &PathBuf) {
+fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &Path) {
     println!();
     let simulated = if result.simulated { " (simulated)" } else { "" };
     println!("status       {}{simulated}", result.status);

@@ -351,10 +351,10 @@ fn check_line(
     if record.seq != index as u64 {
         return Err(format!("sequence number is {}, expected {index}", record.seq));
     }
-    if let Some(session) = session {
-        if &record.session != session {
-            return Err(format!("belongs to session {}, not {session}", record.session));
-        }
+    if let Some(session) = session
+        && &record.session != session
+    {
+        return Err(format!("belongs to session {}, not {session}", record.session));
     }
     let prev = if index == 0 { genesis(&record.session) } else { expected_prev.to_owned() };
     if record.prev != prev {

@@ -167,10 +167,10 @@ pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Reso
     }
     // An address literal is classified before rules are matched, so the reason names
     // what the address is (metadata, private, ...) rather than just "not allowlisted".
-    if let Host::Ip(ip) = &host {
-        if let Err(reason) = vet_address(ctx, *ip, port) {
-            return deny(reason);
-        }
+    if let Host::Ip(ip) = &host
+        && let Err(reason) = vet_address(ctx, *ip, port)
+    {
+        return deny(reason);
     }
     let rule = match name_rule(ctx, &host, port) {
         Ok(rule) => rule,
@@ -292,10 +292,10 @@ pub fn check_binding_scope(binding: &BindingPlan, method: &str, path: &str) -> R
         }
     }
     let bare = path.split(['?', '#']).next().unwrap_or(path);
-    if let Some(paths) = &binding.paths {
-        if !paths.iter().any(|p| p.matches(bare)) {
-            return Err(BindingScopeError::Path { binding: binding.name.clone(), path: bare.to_owned() });
-        }
+    if let Some(paths) = &binding.paths
+        && !paths.iter().any(|p| p.matches(bare))
+    {
+        return Err(BindingScopeError::Path { binding: binding.name.clone(), path: bare.to_owned() });
     }
     Ok(())
 }

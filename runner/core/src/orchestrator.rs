@@ -212,11 +212,12 @@ impl<'a> Driver<'a> {
         let mut wait = backend.wait(&handle).fuse();
         let observed = loop {
             futures::select_biased! {
-                event = receiver.next() => match event {
-                    Some(event) => self.handle(event),
-                    // All senders dropped: the stream is terminated and select skips it.
-                    None => {}
-                },
+                event = receiver.next() => {
+                    // `None`: all senders dropped; the stream is terminated and select skips it.
+                    if let Some(event) = event {
+                        self.handle(event);
+                    }
+                }
                 // Timers before `wait`: on a virtual clock a due timer fires while the
                 // backend yields, and must be seen before the backend moves on.
                 () = deadline => self.order_kill(KillReason::DeadlineExceeded, format!(
@@ -300,7 +301,7 @@ impl<'a> Driver<'a> {
             BackendEvent::Output { stream, data } => self.output(stream, &data),
             BackendEvent::OutputVolume { lines, bytes } => {
                 let kept = self.count_log_bytes(bytes);
-                let kept_lines = if bytes == 0 { lines } else { lines.saturating_mul(kept) / bytes };
+                let kept_lines = lines.saturating_mul(kept).checked_div(bytes).unwrap_or(lines);
                 if kept > 0 {
                     self.publish(SessionEvent::LogVolume { lines: kept_lines, bytes: kept });
                 }

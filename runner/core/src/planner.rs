@@ -154,6 +154,16 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
     EgressPolicy { mode: *egress.mode, rules, implicit_denies }
 }
 
+/// One quota against the policy's floor and ceiling.
+struct QuotaCheck {
+    quota: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    position: Position,
+    show: fn(u64) -> String,
+}
+
 fn resolve_quotas(spec: &SessionSpec, policy: &Policy) -> Result<Quotas, PlanError> {
     let q = &spec.spec.quotas;
     let d = &policy.defaults;
@@ -166,62 +176,73 @@ fn resolve_quotas(spec: &SessionSpec, policy: &Policy) -> Result<Quotas, PlanErr
         log_bytes: q.log_bytes.as_ref().map_or(d.log_bytes, |v| v.0),
     };
     let pos = |p: Option<Position>| p.unwrap_or(Position::UNKNOWN);
-    let checks: [(&'static str, u64, u64, u64, Position, fn(u64) -> String); 6] = [
-        (
-            "cpu",
-            resolved.cpu_millis,
-            policy.min.cpu_millis,
-            policy.max.cpu_millis,
-            pos(q.cpu.as_ref().map(|v| v.position)),
-            |v| Millicores(v).to_string(),
-        ),
-        (
-            "memory",
-            resolved.memory_bytes,
-            policy.min.memory_bytes,
-            policy.max.memory_bytes,
-            pos(q.memory.as_ref().map(|v| v.position)),
-            |v| ByteSize(v).to_string(),
-        ),
-        (
-            "pids",
-            u64::from(resolved.pids),
-            u64::from(policy.min.pids),
-            u64::from(policy.max.pids),
-            pos(q.pids.as_ref().map(|v| v.position)),
-            |v| v.to_string(),
-        ),
-        (
-            "deadline",
-            resolved.deadline_ms,
-            policy.min.deadline_ms,
-            policy.max.deadline_ms,
-            pos(q.deadline.as_ref().map(|v| v.position)),
-            |v| DurationMs(v).to_string(),
-        ),
-        (
-            "disk",
-            resolved.disk_bytes,
-            policy.min.disk_bytes,
-            policy.max.disk_bytes,
-            pos(q.disk.as_ref().map(|v| v.position)),
-            |v| ByteSize(v).to_string(),
-        ),
-        (
-            "logBytes",
-            resolved.log_bytes,
-            policy.min.log_bytes,
-            policy.max.log_bytes,
-            pos(q.log_bytes.as_ref().map(|v| v.position)),
-            |v| ByteSize(v).to_string(),
-        ),
+    let checks = [
+        QuotaCheck {
+            quota: "cpu",
+            value: resolved.cpu_millis,
+            min: policy.min.cpu_millis,
+            max: policy.max.cpu_millis,
+            position: pos(q.cpu.as_ref().map(|v| v.position)),
+            show: |v| Millicores(v).to_string(),
+        },
+        QuotaCheck {
+            quota: "memory",
+            value: resolved.memory_bytes,
+            min: policy.min.memory_bytes,
+            max: policy.max.memory_bytes,
+            position: pos(q.memory.as_ref().map(|v| v.position)),
+            show: |v| ByteSize(v).to_string(),
+        },
+        QuotaCheck {
+            quota: "pids",
+            value: u64::from(resolved.pids),
+            min: u64::from(policy.min.pids),
+            max: u64::from(policy.max.pids),
+            position: pos(q.pids.as_ref().map(|v| v.position)),
+            show: |v| v.to_string(),
+        },
+        QuotaCheck {
+            quota: "deadline",
+            value: resolved.deadline_ms,
+            min: policy.min.deadline_ms,
+            max: policy.max.deadline_ms,
+            position: pos(q.deadline.as_ref().map(|v| v.position)),
+            show: |v| DurationMs(v).to_string(),
+        },
+        QuotaCheck {
+            quota: "disk",
+            value: resolved.disk_bytes,
+            min: policy.min.disk_bytes,
+            max: policy.max.disk_bytes,
+            position: pos(q.disk.as_ref().map(|v| v.position)),
+            show: |v| ByteSize(v).to_string(),
+        },
+        QuotaCheck {
+            quota: "logBytes",
+            value: resolved.log_bytes,
+            min: policy.min.log_bytes,
+            max: policy.max.log_bytes,
+            position: pos(q.log_bytes.as_ref().map(|v| v.position)),
+            show: |v| ByteSize(v).to_string(),
+        },
     ];
-    for (quota, value, min, max, position, show) in checks {
-        if value > max {
-            return Err(PlanError::QuotaAboveMax { quota, requested: show(value), max: show(max), position });
+    for c in checks {
+        let show = c.show;
+        if c.value > c.max {
+            return Err(PlanError::QuotaAboveMax {
+                quota: c.quota,
+                requested: show(c.value),
+                max: show(c.max),
+                position: c.position,
+            });
         }
-        if value < min {
-            return Err(PlanError::QuotaBelowMin { quota, requested: show(value), min: show(min), position });
+        if c.value < c.min {
+            return Err(PlanError::QuotaBelowMin {
+                quota: c.quota,
+                requested: show(c.value),
+                min: show(c.min),
+                position: c.position,
+            });
         }
     }
     Ok(resolved)

@@ -70,21 +70,21 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
     // Resource peaks are modelled at the middle of the run.
     let midpoint = duration / 2;
     let q = &plan.quotas;
-    if let Some(processes) = &model.processes {
-        if u64::from(processes.value) > u64::from(q.pids) {
-            out.push(emit(midpoint, BackendEvent::PidsLimitHit));
-        }
+    if let Some(processes) = &model.processes
+        && u64::from(processes.value) > u64::from(q.pids)
+    {
+        out.push(emit(midpoint, BackendEvent::PidsLimitHit));
     }
-    if let Some(written) = &model.disk_written {
-        if written.0 > q.disk_bytes {
-            out.push(emit(midpoint, BackendEvent::DiskFull));
-        }
+    if let Some(written) = &model.disk_written
+        && written.0 > q.disk_bytes
+    {
+        out.push(emit(midpoint, BackendEvent::DiskFull));
     }
-    if let Some(peak) = &model.peak_memory {
-        if peak.0 > q.memory_bytes {
-            let oom = Observation { oom_killed: true, ..observation(ExitObservation::Signaled { signal: 9 }) };
-            out.push((midpoint, Action::End(oom)));
-        }
+    if let Some(peak) = &model.peak_memory
+        && peak.0 > q.memory_bytes
+    {
+        let oom = Observation { oom_killed: true, ..observation(ExitObservation::Signaled { signal: 9 }) };
+        out.push((midpoint, Action::End(oom)));
     }
     if let Some(lost) = &model.infra_lost_after {
         let detail = format!("sandbox lost after {} (modelled)", lost.value);

@@ -23,9 +23,9 @@ pub struct Diagnostic {
     pub severity: Severity,
     /// The file (or source name) the spec came from.
     pub file: String,
-    /// 1-based line; 0 when the problem concerns the whole file.
+    /// 1-based line (1 when the problem concerns the whole file).
     pub line: u64,
-    /// 1-based column; 0 when the problem concerns the whole file.
+    /// 1-based column (1 when the problem concerns the whole file).
     pub column: u64,
     /// What is wrong, in lowercase without a trailing period.
     pub message: String,

@@ -246,7 +246,7 @@ where
 }
 
 macro_rules! string_quantity {
-    ($ty:ty, $name:literal, $pattern:literal, $description:literal) => {
+    ($ty:ty, $name:literal, $pattern:literal, integers: $integers:literal, $description:literal) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 from_scalar(deserializer)
@@ -262,13 +262,17 @@ macro_rules! string_quantity {
                 Cow::Borrowed($name)
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({
-                    "description": $description,
-                    "oneOf": [
-                        { "type": "string", "pattern": $pattern },
-                        { "type": "integer", "minimum": 0 }
-                    ]
-                })
+                if $integers {
+                    json_schema!({
+                        "description": $description,
+                        "oneOf": [
+                            { "type": "string", "pattern": $pattern },
+                            { "type": "integer", "minimum": 0 }
+                        ]
+                    })
+                } else {
+                    json_schema!({ "description": $description, "type": "string", "pattern": $pattern })
+                }
             }
         }
     };
@@ -277,19 +281,22 @@ macro_rules! string_quantity {
 string_quantity!(
     ByteSize,
     "ByteSize",
-    "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+    "^([0-9]+|[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T))$",
+    integers: true,
     "A size in bytes as a Kubernetes quantity, e.g. `512Mi`, `1Gi`, `100M`, or a plain byte count."
 );
 string_quantity!(
     Millicores,
     "Millicores",
-    "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$",
+    "^([0-9]+m|[0-9]+(\\.[0-9]{1,3})?)$",
+    integers: true,
     "CPU as a Kubernetes quantity: cores (`1`, `0.5`) or millicores (`500m`)."
 );
 string_quantity!(
     DurationMs,
     "Duration",
     "^([0-9]+(ms|s|m|h))+$",
+    integers: false,
     "A duration such as `30s`, `10m` or `1h30m` (units ms, s, m, h)."
 );
 

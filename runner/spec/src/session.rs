@@ -29,7 +29,7 @@ pub enum Kind {
 }
 
 /// An Enclave session spec: what to clone, what to run, what it may reach, and
-/// how much it may use. Parse one with [`crate::parse`].
+/// how much it may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Enclave session spec v1")]

@@ -59,6 +59,8 @@ pub(crate) fn validate(file: &str, spec: &SessionSpec) -> (Vec<Diagnostic>, Vec<
     check_bindings(&mut c, body);
     check_quotas(&mut c, body);
     check_artifacts(&mut c, body);
+    check_labels(&mut c, spec);
+    check_simulate(&mut c, body);
     c.errors.sort_by_key(Diagnostic::position);
     c.warnings.sort_by_key(Diagnostic::position);
     (c.errors, c.warnings)
@@ -66,10 +68,9 @@ pub(crate) fn validate(file: &str, spec: &SessionSpec) -> (Vec<Diagnostic>, Vec<
 
 fn check_program(c: &mut Checker<'_>, body: &SessionBody, fallback: Position) {
     match (&body.command, &body.steps) {
-        (Some(cmd), Some(steps)) => {
+        (Some(_), Some(steps)) => {
             c.error(steps.position, "`command` and `steps` are both set").help =
                 Some("use `command` for one program or `steps` for several, not both".into());
-            let _ = cmd;
         }
         (None, None) => {
             c.error(fallback, "neither `command` nor `steps` is set").help =
@@ -151,6 +152,10 @@ const SECRET_HELP: &str = "env values are visible to the workload and in plans; 
 
 fn check_repo(c: &mut Checker<'_>, body: &SessionBody) {
     let Some(repo) = &body.repo else { return };
+    if let (Some(credential), crate::repo::RepoScheme::Ssh) = (&repo.credential, repo.url.scheme) {
+        c.error(credential.position, "`repo.credential` is supported only for https repositories").help =
+            Some("the clone step sends the token as HTTP basic auth; use the https URL of the repository".into());
+    }
     if let Some(git_ref) = &repo.git_ref {
         let r = git_ref.value.as_str();
         let bad = r.is_empty()
@@ -178,7 +183,9 @@ fn check_egress(c: &mut Checker<'_>, body: &SessionBody) {
     let mut seen = BTreeSet::new();
     for rule in &egress.allow {
         check_rule(c, rule);
-        let key = (rule.host.as_ref().map(|h| h.value.clone()), rule.cidr.as_ref().map(|n| n.value));
+        let mut ports: Vec<u16> = rule.ports.iter().map(|p| p.0).collect();
+        ports.sort_unstable();
+        let key = (rule.host.as_ref().map(|h| h.value.clone()), rule.cidr.as_ref().map(|n| n.value), ports);
         if !seen.insert(key) {
             c.warn(rule.position, "duplicate allow rule");
         }
@@ -325,6 +332,69 @@ fn check_artifacts(c: &mut Checker<'_>, body: &SessionBody) {
     for path in &body.artifacts {
         if !seen.insert(path.value.clone()) {
             c.warn(path.position, format!("artifact path {:?} is listed twice", path.as_str()));
+        }
+    }
+}
+
+/// Labels end up on backend resources (container labels, Kubernetes labels), so they
+/// follow Kubernetes label syntax.
+fn check_labels(c: &mut Checker<'_>, spec: &SessionSpec) {
+    let at = spec.metadata.name.position;
+    let segment_ok = |s: &str, max: usize| {
+        s.len() <= max
+            && s.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            && s.chars().next().is_none_or(|ch| ch.is_ascii_alphanumeric())
+            && s.chars().last().is_none_or(|ch| ch.is_ascii_alphanumeric())
+    };
+    for (key, value) in &spec.metadata.labels {
+        let (prefix, name) = key.rsplit_once('/').map_or((None, key.as_str()), |(p, n)| (Some(p), n));
+        let prefix_ok = prefix.is_none_or(|p| {
+            !p.is_empty() && p.len() <= 253 && p.split('.').all(|l| !l.is_empty() && segment_ok(l, 63))
+        });
+        if name.is_empty() || !segment_ok(name, 63) || !prefix_ok {
+            c.error(at, format!("invalid label key {key:?}")).help =
+                Some("use [prefix/]name, name at most 63 characters of letters, digits, '-', '_', '.'".into());
+        }
+        if !segment_ok(value, 63) {
+            c.error(at, format!("invalid value for label {key:?}")).help = Some(
+                "at most 63 characters of letters, digits, '-', '_', '.', starting and ending alphanumeric".into(),
+            );
+        }
+    }
+}
+
+/// The behaviour model must describe something a real run could do.
+fn check_simulate(c: &mut Checker<'_>, body: &SessionBody) {
+    let Some(model) = &body.simulate else { return };
+    let at = body.command.as_ref().map(|c| c.position).or(body.steps.as_ref().map(|s| s.position)).unwrap_or_default();
+    if !(0..=255).contains(&model.exit_code) {
+        c.error(at, format!("simulate.exitCode {} is outside 0-255", model.exit_code));
+    }
+    for (what, value) in [
+        ("duration", &model.duration),
+        ("cancelAfter", &model.cancel_after),
+        ("infraLostAfter", &model.infra_lost_after),
+    ] {
+        if let Some(d) = value
+            && d.0 == 0
+        {
+            c.error(d.position, format!("simulate.{what} must be greater than zero"));
+        }
+    }
+    let duration = model.duration.as_ref().map(|d| d.0);
+    for attempt in &model.egress {
+        if let (Some(offset), Some(total)) = (attempt.at, duration)
+            && offset.0 > total
+        {
+            c.warn(
+                attempt.position,
+                format!("simulated connection at {} is after the modelled end ({})", offset, DurationMs(total)),
+            );
+        }
+        if let Some(path) = &attempt.path
+            && !path.starts_with('/')
+        {
+            c.error(attempt.position, format!("simulated request path {path:?} must start with '/'"));
         }
     }
 }

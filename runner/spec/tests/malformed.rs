@@ -700,3 +700,49 @@ fn command_and_run_reject_escaped_nul() {
         ),
     ]);
 }
+
+#[test]
+fn credential_labels_and_behaviour_model_are_checked() {
+    check_all([
+        (
+            "credential on an ssh repository",
+            spec!("\n  command: [make]\n  repo:\n    url: git@github.com:org/repo.git\n    credential: gh-token\n")
+                .as_bytes(),
+            9,
+            17,
+            "`repo.credential` is supported only for https repositories",
+        ),
+        (
+            "simulated exit code out of range",
+            spec!("\n  command: [make]\n  simulate:\n    exitCode: 300\n").as_bytes(),
+            6,
+            12,
+            "simulate.exitCode 300 is outside 0-255",
+        ),
+        (
+            "zero simulated duration",
+            spec!("\n  command: [make]\n  simulate:\n    duration: 0s\n").as_bytes(),
+            8,
+            15,
+            "simulate.duration must be greater than zero",
+        ),
+        (
+            "label key with a space",
+            b"apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: demo\n  labels:\n    \"bad key\": x\nspec:\n  command: [make]\n",
+            4,
+            9,
+            "invalid label key \"bad key\"",
+        ),
+        (
+            "label value too long",
+            format!(
+                "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: demo\n  labels:\n    team: {}\nspec:\n  command: [make]\n",
+                "a".repeat(64)
+            )
+            .as_bytes(),
+            4,
+            9,
+            "invalid value for label \"team\"",
+        ),
+    ]);
+}

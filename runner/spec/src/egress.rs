@@ -213,7 +213,7 @@ impl PathPattern {
     /// Whether a request path (without query) is covered. Paths containing `..` or `%2e`
     /// segments never match, so a prefix cannot be escaped.
     pub fn matches(&self, path: &str) -> bool {
-        if path.split('/').any(|seg| seg == ".." || seg == "." || seg.to_ascii_lowercase().contains("%2e")) {
+        if !path.starts_with('/') || path_is_ambiguous(path) {
             return false;
         }
         match self.0.strip_suffix('*') {
@@ -225,6 +225,16 @@ impl PathPattern {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Paths an upstream might normalise differently from a plain string match: dot
+/// segments, encoded dots, slashes or backslashes, double encoding, `;` parameters
+/// (`..;/`), backslashes. Such paths never match a scope, so a prefix cannot be escaped.
+fn path_is_ambiguous(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    path.split('/').any(|seg| seg == ".." || seg == ".")
+        || ["%2e", "%2f", "%5c", "%25", "%00"].iter().any(|enc| lower.contains(enc))
+        || path.contains([';', '\\', '\0'])
 }
 
 impl FromStr for PathPattern {
@@ -296,6 +306,11 @@ mod tests {
         assert!(p.matches("/repos/a/b"));
         assert!(!p.matches("/repos/../admin"));
         assert!(!p.matches("/repos/%2E%2E/admin"));
+        assert!(!p.matches("/repos/..%2fadmin"));
+        assert!(!p.matches("/repos/..;/admin"));
+        assert!(!p.matches("/repos/%252e%252e/admin"));
+        assert!(!p.matches("/repos/a\\..\\admin"));
+        assert!(p.matches("/repos/a%20b"));
         assert!(!p.matches("/user"));
         let exact: PathPattern = "/v1/user".parse().expect("pattern");
         assert!(exact.matches("/v1/user"));

@@ -106,14 +106,16 @@ pub fn canonical_host(input: &str) -> Result<Host, HostError> {
             .ok_or_else(|| HostError::NumericSpelling(input.to_owned()));
     }
     let lower = trimmed.to_lowercase();
-    // A real top-level label is never numeric or hex; such names are address
-    // spellings that some resolvers would interpret (inet_aton forms).
-    let last = lower.rsplit('.').next().unwrap_or(&lower);
-    let hex_label = last.strip_prefix("0x").is_some_and(|rest| rest.chars().all(|c| c.is_ascii_hexdigit()));
-    if last.chars().all(|c| c.is_ascii_digit()) || hex_label {
+    if numeric_top_label(&lower) {
         return Err(HostError::NumericSpelling(input.to_owned()));
     }
     let ascii = idna::domain_to_ascii_strict(&lower).map_err(|_| HostError::InvalidName(input.to_owned()))?;
+    // IDNA maps fullwidth digits, ideographic full stops and ignorable characters
+    // (soft hyphen, zero-width space) to ASCII, so a name that looked harmless can come
+    // out as an address spelling: check again on what IDNA produced.
+    if ascii.chars().all(|c| c.is_ascii_digit() || c == '.') || numeric_top_label(&ascii) {
+        return Err(HostError::NumericSpelling(input.to_owned()));
+    }
     if ascii.len() > 253 {
         return Err(HostError::TooLong);
     }
@@ -128,6 +130,14 @@ pub fn canonical_host(input: &str) -> Result<Host, HostError> {
         return Err(HostError::InvalidName(input.to_owned()));
     }
     Ok(Host::Domain(ascii))
+}
+
+/// Whether the last label is numeric or hex. A real top-level label never is; such
+/// names are address spellings that some resolvers would interpret (inet_aton forms).
+fn numeric_top_label(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex_label = last.strip_prefix("0x").is_some_and(|rest| rest.chars().all(|c| c.is_ascii_hexdigit()));
+    last.chars().all(|c| c.is_ascii_digit()) || hex_label
 }
 
 /// Strict dotted quad: four decimal parts, no leading zeros, each at most 255.
@@ -283,6 +293,12 @@ mod tests {
         check("0251.0376.0251.0376", Err("numeric"));
         check("169.254.43518", Err("numeric"));
         check("0xa9.0xfe.0xa9.0xfe", Err("numeric"));
+        check(
+            "\u{ff11}\u{ff16}\u{ff19}\u{ff0e}\u{ff12}\u{ff15}\u{ff14}\u{ff0e}\u{ff11}\u{ff16}\u{ff19}\u{ff0e}\u{ff12}\u{ff15}\u{ff14}",
+            Err("numeric"),
+        );
+        check("169\u{3002}254\u{3002}169\u{3002}254", Err("numeric"));
+        check("169.254.169.25\u{ad}4", Err("numeric"));
         check("1.2.3.4.5", Err("numeric"));
         check("example.123", Err("numeric"));
         check("user@example.com", Err("userinfo"));

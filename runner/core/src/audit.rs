@@ -304,18 +304,11 @@ pub fn verify_jsonl(bytes: &[u8]) -> VerifyReport {
         report.broken = Some(BrokenRecord { line: 1, seq: 0, reason: "the audit file is empty".into() });
         return report;
     }
-    let body = match bytes.strip_suffix(b"\n") {
-        Some(body) => body,
-        None => {
-            let line = bytes.iter().filter(|b| **b == b'\n').count() + 1;
-            report.broken = Some(BrokenRecord {
-                line,
-                seq: line - 1,
-                reason: "the last line is not terminated by a newline".into(),
-            });
-            return report;
-        }
-    };
+    // A missing final newline is reported at the last line, after the lines before it
+    // have been verified.
+    let terminated = bytes.ends_with(b"\n");
+    let body = if terminated { &bytes[..bytes.len() - 1] } else { bytes };
+    let last_index = body.split(|b| *b == b'\n').count() - 1;
     let mut expected_prev = String::new();
     for (index, raw) in body.split(|b| *b == b'\n').enumerate() {
         let broken = |reason: String| BrokenRecord { line: index + 1, seq: index, reason };
@@ -326,6 +319,10 @@ pub fn verify_jsonl(bytes: &[u8]) -> VerifyReport {
                 return report;
             }
         };
+        if index == last_index && !terminated {
+            report.broken = Some(broken("the last line is not terminated by a newline".into()));
+            return report;
+        }
         if report.session.is_none() {
             report.session = Some(record.session.clone());
         }

@@ -35,7 +35,7 @@ Start with:
 
 /// Run untrusted code in ephemeral, contained sessions described by a YAML spec.
 #[derive(Debug, Parser)]
-#[command(name = "enclave", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "enclave", version, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,8 +46,10 @@ enum Command {
     /// Check session specs and report every problem with file:line:column.
     ///
     /// Structural problems (unknown keys, wrong types, bad values) stop at the first
-    /// one; cross-field problems are all reported. Warnings (e.g. an env value that
-    /// looks like a token) do not fail validation.
+    /// one; cross-field problems are all reported. Each valid spec is then planned
+    /// against the default policy, so a quota over the server's maximum is reported
+    /// here too. Warnings (e.g. an env value that looks like a token) do not fail
+    /// validation.
     Validate(ValidateArgs),
     /// Show what a session would do: phases, containment, reachable destinations,
     /// bindings and quotas, with defaults applied.

@@ -63,7 +63,14 @@ pub(crate) fn validate(files: &[std::path::PathBuf], json: bool) -> u8 {
             }
         };
         let (valid, diagnostics) = match enclave_spec::parse(&name, &bytes) {
-            Ok(parsed) => (true, parsed.warnings),
+            Ok(parsed) => match enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()) {
+                Ok(_) => (true, parsed.warnings),
+                Err(e) => {
+                    let mut diagnostics = vec![plan_diagnostic(&name, &e)];
+                    diagnostics.extend(parsed.warnings);
+                    (false, diagnostics)
+                }
+            },
             Err(errors) => (false, errors.diagnostics().cloned().collect()),
         };
         if !valid {
@@ -86,6 +93,20 @@ pub(crate) fn validate(files: &[std::path::PathBuf], json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
     }
     worst
+}
+
+/// A plan error as a diagnostic, at the position of the value it concerns.
+fn plan_diagnostic(file: &str, error: &enclave_core::PlanError) -> Diagnostic {
+    use enclave_core::PlanError;
+    let position = match error {
+        PlanError::QuotaAboveMax { position, .. } | PlanError::QuotaBelowMin { position, .. } => *position,
+        PlanError::WeakerIsolationNotPermitted(_) => enclave_spec::Position { line: 1, column: 1 },
+    };
+    let text = error.to_string();
+    // The error's own text starts with its position; the diagnostic carries it separately.
+    let message =
+        text.split_once(": ").filter(|_| position.is_known()).map_or(text.clone(), |(_, rest)| rest.to_owned());
+    Diagnostic::error(file, position, message)
 }
 
 fn count(n: usize, what: &str) -> String {

@@ -37,7 +37,7 @@ pub struct AuditRecord {
 
 /// What an audit record says. Never holds a secret value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum AuditEvent {
     /// The session was accepted.
     SessionCreated {

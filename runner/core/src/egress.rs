@@ -43,7 +43,7 @@ impl fmt::Display for EgressPhase {
 
 /// The outcome of an egress check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(tag = "decision", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum Decision {
     /// Allowed by a rule (`allow[N]`, `binding:NAME` or `clone:repo`).
     Allow {
@@ -75,7 +75,7 @@ impl fmt::Display for Decision {
 
 /// Why an egress attempt was denied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum DenyReason {
     /// The session has no network (`egress.mode: deny`).
     NoNetwork,
@@ -263,7 +263,7 @@ fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<
 
 /// Why a request through a binding was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum BindingScopeError {
     /// The method is outside the binding's `methods`.
     #[error("method {method} is not allowed by binding {binding}")]

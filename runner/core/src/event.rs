@@ -104,7 +104,7 @@ pub type BackendEvents = mpsc::UnboundedSender<BackendEvent>;
 
 /// Something a reporter (CLI, API stream) shows. Log text is already redacted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum SessionEvent {
     /// The status changed.
     Status {

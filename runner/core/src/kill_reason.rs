@@ -34,7 +34,7 @@ impl fmt::Display for KillReason {
 
 /// How the workload's process ended, as the backend saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum ExitObservation {
     /// It exited with a code.
     Exited {
@@ -82,7 +82,7 @@ pub struct KillOrder {
 
 /// The session's final state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum SessionStatus {
     /// Accepted, not yet started.
     Pending,

@@ -159,6 +159,8 @@ enum RunFormat {
 enum BackendKind {
     /// The simulator: models behaviour, never executes code.
     Sim,
+    /// Docker with gVisor (runsc) on this host: executes the workload, contained.
+    Docker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

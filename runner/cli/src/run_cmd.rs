@@ -55,11 +55,6 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
         }
     };
     let mut audit = JsonlAuditFile { file };
-    let backend = match args.backend {
-        BackendKind::Sim => Arc::new(SimBackend::new()),
-    };
-    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(NoSecrets));
-
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -67,6 +62,20 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
             return exit::ERRORED;
         }
     };
+    let backend: Arc<dyn enclave_core::Backend> = match args.backend {
+        BackendKind::Sim => Arc::new(SimBackend::new()),
+        BackendKind::Docker => match runtime.block_on(enclave_docker::DockerBackend::connect(Default::default())) {
+            Ok(backend) => Arc::new(backend),
+            Err(e) => {
+                eprintln!("error: {e}");
+                if let Some(cause) = std::error::Error::source(&e) {
+                    eprintln!("  caused by: {cause}");
+                }
+                return exit::ERRORED;
+            }
+        },
+    };
+    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(NoSecrets));
     let mut printer = Printer::new(args.output);
     if args.output == RunFormat::Text {
         printer.header(

@@ -1,0 +1,393 @@
+//! The Docker backend: one hardened container per session under gVisor, the program run
+//! through `exec` (one process per step), resource facts read from the host.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+use enclave_core::{
+    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Isolation, Observation, Plan,
+    Program, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
+};
+use enclave_spec::EgressMode;
+use futures::StreamExt as _;
+use tokio::sync::{Notify, watch};
+
+use crate::config::DockerConfig;
+use crate::container_spec::{Names, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container};
+use crate::error::DockerError;
+use crate::labels;
+use crate::usage::{Usage, UsageReader};
+
+/// Runs sessions in Docker.
+pub struct DockerBackend {
+    docker: Docker,
+    config: DockerConfig,
+    runtimes: Vec<String>,
+    runs: Mutex<HashMap<SessionId, Arc<Run>>>,
+}
+
+struct Run {
+    container: String,
+    plan: Plan,
+    events: BackendEvents,
+    volumes: Vec<PathBuf>,
+    killed: AtomicBool,
+    kill_notify: Notify,
+}
+
+/// What the Docker backend enforces today.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        executes_code: true,
+        gvisor: Support::Enforced,
+        hardened_container: Support::Enforced,
+        egress_deny: Support::Enforced,
+        egress_allowlist: Support::NotYet,
+        bindings: Support::NotYet,
+        deadline: Support::Enforced,
+        memory_kill_reason: Support::Enforced,
+        pids_kill_reason: Support::Enforced,
+        disk_kill_reason: Support::Enforced,
+        log_limit: Support::Enforced,
+        clone: Support::NotYet,
+        artifacts: Support::NotYet,
+    }
+}
+
+impl DockerBackend {
+    /// Connects to the local daemon (API 1.41 or newer) with `config`.
+    pub async fn connect(config: DockerConfig) -> Result<Self, DockerError> {
+        let docker = crate::connect::connect().await?;
+        let info = docker.info().await.map_err(DockerError::call("info"))?;
+        let runtimes = info.runtimes.map(|r| r.into_keys().collect()).unwrap_or_default();
+        Ok(Self { docker, config, runtimes, runs: Mutex::new(HashMap::new()) })
+    }
+
+    /// The client, for callers that inspect what the backend created (tests, doctor).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn run(&self, session: &SessionId) -> Result<Arc<Run>, BackendError> {
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(session)
+            .cloned()
+            .ok_or_else(|| BackendError::Unsupported(format!("session {session} is not running here")))
+    }
+
+    /// Refuses plans this backend cannot carry out faithfully, before creating anything.
+    fn check_plan(&self, plan: &Plan) -> Result<(), BackendError> {
+        if plan.egress.mode == EgressMode::Allowlist {
+            return Err(BackendError::Unsupported(
+                "allowlist egress needs the egress proxy, which the Docker backend does not have yet; use egress mode deny"
+                    .into(),
+            ));
+        }
+        if plan.clone_phase().is_some() {
+            return Err(BackendError::Unsupported(
+                "cloning a repository is not implemented on the Docker backend yet".into(),
+            ));
+        }
+        let runtime = runtime_for(plan, &self.config);
+        if plan.containment.isolation == Isolation::Gvisor && !self.runtimes.contains(&runtime) {
+            return Err(BackendError::Unsupported(format!(
+                "the gVisor runtime {runtime:?} is not registered with dockerd; run scripts/setup-docker.sh, or pass --isolation host-kernel to accept the host kernel"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create_volume(&self, session: &SessionId, name: &str, role: &str, size: u64) -> Result<(), DockerError> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            driver: Some("local".to_owned()),
+            driver_opts: Some(tmpfs_volume_options(size, enclave_core::WORKLOAD_UID)),
+            labels: Some(labels::for_session(session, role)),
+            ..Default::default()
+        };
+        self.docker.create_volume(request).await.map_err(DockerError::call("volume create"))?;
+        Ok(())
+    }
+
+    async fn volume_path(&self, name: &str) -> Option<PathBuf> {
+        self.docker.inspect_volume(name).await.ok().map(|v| PathBuf::from(v.mountpoint))
+    }
+
+    /// Runs one process in the sandbox, streaming its output; returns its exit code, or
+    /// `None` when it did not finish (killed, sandbox gone).
+    async fn exec(&self, run: &Run, cmd: Vec<String>, env: Vec<String>) -> Result<Option<i64>, DockerError> {
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            cmd: Some(cmd),
+            env: Some(env),
+            user: Some(format!("{}:{}", run.plan.containment.run_as_user, run.plan.containment.run_as_group)),
+            working_dir: Some(workdir(&run.plan)),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&run.container, options).await.map_err(DockerError::call("exec create"))?;
+        let started = self.docker.start_exec(&exec.id, None).await.map_err(DockerError::call("exec start"))?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            loop {
+                tokio::select! {
+                    () = run.kill_notify.notified() => return Ok(None),
+                    item = output.next() => match item {
+                        Some(Ok(LogOutput::StdOut { message })) => {
+                            let _ = run.events.unbounded_send(BackendEvent::Output { stream: Stream::Stdout, data: message.to_vec() });
+                        }
+                        Some(Ok(LogOutput::StdErr { message })) => {
+                            let _ = run.events.unbounded_send(BackendEvent::Output { stream: Stream::Stderr, data: message.to_vec() });
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    },
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(DockerError::call("exec inspect"))?;
+        Ok(if inspect.running == Some(true) { None } else { inspect.exit_code })
+    }
+
+    /// Runs the plan's program; returns (last exit code, failed step).
+    async fn run_program(&self, run: &Run) -> Result<(Option<i64>, Option<String>), DockerError> {
+        let Some(phase) = run.plan.run_phase() else { return Ok((Some(0), None)) };
+        match &phase.program {
+            Program::Command { argv } => Ok((self.exec(run, argv.clone(), env_list(&phase.env, None)).await?, None)),
+            Program::Steps { steps } => {
+                let mut last = Some(0);
+                for step in steps {
+                    if run.killed.load(Ordering::SeqCst) {
+                        return Ok((None, None));
+                    }
+                    let _ = run.events.unbounded_send(BackendEvent::StepStarted { name: step.name.clone() });
+                    let started = Instant::now();
+                    let cmd = vec!["sh".to_owned(), "-c".to_owned(), step.run.clone()];
+                    last = self.exec(run, cmd, env_list(&phase.env, Some(&step.env))).await?;
+                    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let code = last.and_then(|c| i32::try_from(c).ok()).unwrap_or(137);
+                    let _ = run.events.unbounded_send(BackendEvent::StepFinished {
+                        name: step.name.clone(),
+                        exit_code: code,
+                        duration_ms,
+                    });
+                    if code != 0 {
+                        return Ok((last, Some(step.name.clone())));
+                    }
+                }
+                Ok((last, None))
+            }
+        }
+    }
+}
+
+/// Samples usage until told to stop; reports pids and disk signals as they appear.
+async fn sample_usage(
+    reader: UsageReader,
+    events: BackendEvents,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Usage {
+    let mut seen = Usage::default();
+    let (mut pids_reported, mut disk_reported) = (false, false);
+    loop {
+        seen = seen.merge(reader.read());
+        if seen.pids_limit_hits > 0 && !pids_reported {
+            pids_reported = true;
+            let _ = events.unbounded_send(BackendEvent::PidsLimitHit);
+        }
+        if seen.disk_full && !disk_reported {
+            disk_reported = true;
+            let _ = events.unbounded_send(BackendEvent::DiskFull);
+        }
+        tokio::select! {
+            _ = stop.changed() => return seen.merge(reader.read()),
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn launch(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        _secrets: &dyn SecretStore,
+        events: BackendEvents,
+    ) -> Result<RunHandle, BackendError> {
+        self.check_plan(plan)?;
+        let names = Names::of(session);
+        let image = plan.run_phase().map(|r| r.image.clone()).unwrap_or_default();
+        if self.docker.inspect_image(&image).await.is_err() {
+            return Err(BackendError::Unsupported(format!(
+                "image {image:?} is not present locally and no registry is used; build it first (scripts/setup-docker.sh builds enclave/base:latest)"
+            )));
+        }
+        self.create_volume(session, &names.workspace, "workspace", plan.quotas.disk_bytes).await?;
+        self.create_volume(session, &names.tmp, "tmp", plan.quotas.disk_bytes).await?;
+        let body = workload_container(plan, session, &image, &self.config);
+        let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
+        let created =
+            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
+        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
+        let mut volumes = Vec::new();
+        for name in [&names.workspace, &names.tmp] {
+            volumes.extend(self.volume_path(name).await);
+        }
+        let _ = events.unbounded_send(BackendEvent::WorkloadStarted);
+        let run = Arc::new(Run {
+            container: created.id.clone(),
+            plan: plan.clone(),
+            events,
+            volumes,
+            killed: AtomicBool::new(false),
+            kill_notify: Notify::new(),
+        });
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), run);
+        Ok(RunHandle { session: session.clone(), id: created.id })
+    }
+
+    async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
+        let run = self.run(&handle.session)?;
+        let reader = UsageReader::new(&self.config.cgroup_root, &run.container, run.volumes.clone());
+        let (stop, stopped) = watch::channel(false);
+        let sampler = tokio::spawn(sample_usage(reader, run.events.clone(), self.config.sample_interval, stopped));
+        let program = self.run_program(&run).await;
+        let state = self.docker.inspect_container(&run.container, None).await.ok().and_then(|c| c.state);
+        let _ = stop.send(true);
+        let usage = sampler.await.unwrap_or_default();
+        let (last, failed_step) = program?;
+
+        let killed = run.killed.load(Ordering::SeqCst);
+        let container_died = state.as_ref().is_some_and(|s| s.running != Some(true));
+        let docker_oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+        let exit = if killed || (container_died && state.as_ref().and_then(|s| s.exit_code) == Some(137)) {
+            ExitObservation::Signaled { signal: 9 }
+        } else {
+            let code = last.or_else(|| state.as_ref().and_then(|s| s.exit_code)).unwrap_or(137);
+            ExitObservation::Exited { code: i32::try_from(code).unwrap_or(i32::MAX) }
+        };
+        let failed = !matches!(exit, ExitObservation::Exited { code: 0 });
+        Ok(Observation {
+            // Under gVisor Docker's OOMKilled flag is not reliable: a failed allocation can
+            // end the workload with its own exit code. Memory use that reached the limit
+            // on a run that did not succeed counts as an OOM kill too.
+            oom_killed: docker_oom || usage.oom_kills > 0 || (failed && usage.memory_at_limit()),
+            pids_limit_hit: usage.pids_limit_hits > 0,
+            disk_full: usage.disk_full,
+            failed_step,
+            exit,
+        })
+    }
+
+    async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
+        let run = self.run(&handle.session)?;
+        run.killed.store(true, Ordering::SeqCst);
+        run.kill_notify.notify_waiters();
+        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        match self.docker.kill_container(&run.container, Some(options)).await {
+            // Already stopped (e.g. the OOM killer was faster): nothing to kill.
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(DockerError::call("container kill")(e).into()),
+        }
+    }
+
+    async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
+        let filter = labels::session_filter(session);
+        let mut report = TeardownReport::default();
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("container list"))?;
+        for container in containers {
+            let id = container.id.unwrap_or_default();
+            let name = container.names.and_then(|n| n.first().cloned()).unwrap_or_else(|| id.clone());
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            match self.docker.remove_container(&id, Some(options)).await {
+                Ok(()) => report.removed.push(format!("container:{}", name.trim_start_matches('/'))),
+                Err(e) => report.failed.push(format!("container:{name}: {e}")),
+            }
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("volume list"))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match self.docker.remove_volume(&volume.name, Some(options)).await {
+                Ok(()) => report.removed.push(format!("volume:{}", volume.name)),
+                Err(e) => report.failed.push(format!("volume:{}: {e}", volume.name)),
+            }
+        }
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("network list"))?;
+        for network in networks {
+            let name = network.name.unwrap_or_default();
+            match self.docker.remove_network(&name).await {
+                Ok(()) => report.removed.push(format!("network:{name}")),
+                Err(e) => report.failed.push(format!("network:{name}: {e}")),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
+        let filter = labels::managed_filter();
+        let mut sessions = std::collections::BTreeSet::new();
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("container list"))?;
+        sessions.extend(containers.into_iter().filter_map(|c| c.labels?.get(labels::SESSION).cloned()));
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("volume list"))?;
+        sessions.extend(
+            volumes.volumes.unwrap_or_default().into_iter().filter_map(|v| v.labels.get(labels::SESSION).cloned()),
+        );
+        let mut reaped = Vec::new();
+        for id in sessions {
+            let Ok(session) = SessionId::new(id) else { continue };
+            if live.contains(&session) {
+                continue;
+            }
+            self.teardown(&session).await?;
+            reaped.push(session);
+        }
+        Ok(reaped)
+    }
+}

@@ -1,0 +1,22 @@
+//! Backend configuration.
+
+/// How the Docker backend runs sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    /// The gVisor runtime registered in daemon.json (runsc with `--network=none`).
+    pub gvisor_runtime: String,
+    /// How often resource usage is sampled while a session runs.
+    pub sample_interval: std::time::Duration,
+    /// Root of the host's cgroup v1 hierarchy (for memory and pids usage).
+    pub cgroup_root: std::path::PathBuf,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            gvisor_runtime: "enclave-runsc".to_owned(),
+            sample_interval: std::time::Duration::from_millis(50),
+            cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Pure builders: the container and volume definitions for a plan. No Docker calls here,
+//! so every containment setting is unit-tested without a daemon.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use enclave_core::{Isolation, NetworkMode, Plan, SessionId};
+
+use crate::config::DockerConfig;
+use crate::labels;
+
+/// Where the workspace volume is mounted in the workload.
+pub const WORKSPACE: &str = "/workspace";
+
+/// Names of a session's resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The workload container.
+    pub container: String,
+    /// The workspace volume.
+    pub workspace: String,
+    /// The `/tmp` volume.
+    pub tmp: String,
+}
+
+impl Names {
+    /// Names derived from the session id (which is safe as a Docker name).
+    pub fn of(session: &SessionId) -> Self {
+        Self {
+            container: format!("enclave-{session}"),
+            workspace: format!("enclave-{session}-workspace"),
+            tmp: format!("enclave-{session}-tmp"),
+        }
+    }
+}
+
+/// The runtime for a plan: gVisor with no network (deny mode), or plain runc when the
+/// user explicitly asked for host-kernel isolation.
+pub(crate) fn runtime_for(plan: &Plan, config: &DockerConfig) -> String {
+    match plan.containment.isolation {
+        Isolation::Gvisor => config.gvisor_runtime.clone(),
+        Isolation::HostKernel => "runc".to_owned(),
+    }
+}
+
+/// Options of a size-limited tmpfs volume owned by the workload user. Docker's local
+/// driver mounts it on the host, so the host can see how full it is.
+pub(crate) fn tmpfs_volume_options(size_bytes: u64, uid: u32) -> HashMap<String, String> {
+    HashMap::from([
+        ("type".to_owned(), "tmpfs".to_owned()),
+        ("device".to_owned(), "tmpfs".to_owned()),
+        ("o".to_owned(), format!("size={size_bytes},uid={uid},gid={uid},mode=0770")),
+    ])
+}
+
+/// The workload container: an idle process that keeps the sandbox alive while the
+/// program (command or steps) runs in it through `exec`, one process per step.
+pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config: &DockerConfig) -> ContainerCreateBody {
+    let names = Names::of(session);
+    let c = &plan.containment;
+    let q = &plan.quotas;
+    let memory = i64::try_from(q.memory_bytes).unwrap_or(i64::MAX);
+    let user = format!("{}:{}", c.run_as_user, c.run_as_group);
+    let volume = |source: &str, target: &str| Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(false),
+        ..Default::default()
+    };
+    let host_config = HostConfig {
+        runtime: Some(runtime_for(plan, config)),
+        readonly_rootfs: Some(c.read_only_root_fs),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        cap_add: Some(Vec::new()),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        privileged: Some(false),
+        memory: Some(memory),
+        // Swap equal to memory: no swap at all.
+        memory_swap: Some(memory),
+        nano_cpus: Some(i64::try_from(q.cpu_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
+        pids_limit: Some(i64::from(q.pids)),
+        network_mode: Some(match c.network {
+            NetworkMode::None => "none".to_owned(),
+            // Allowlist mode needs the egress proxy; the backend refuses it before this.
+            NetworkMode::ProxyOnly => "none".to_owned(),
+        }),
+        mounts: Some(vec![volume(&names.workspace, WORKSPACE), volume(&names.tmp, "/tmp")]),
+        ipc_mode: Some("private".to_owned()),
+        binds: Some(Vec::new()),
+        devices: Some(Vec::new()),
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        user: Some(user),
+        // The idle keeper: the program runs through exec so each step has its own exit
+        // code. `sleep` exists in every image Enclave builds (busybox).
+        entrypoint: Some(vec!["sleep".to_owned()]),
+        cmd: Some(vec!["2147483647".to_owned()]),
+        env: Some(Vec::new()),
+        working_dir: Some(WORKSPACE.to_owned()),
+        network_disabled: Some(c.network == NetworkMode::None),
+        labels: Some(labels::for_session(session, "workload")),
+        host_config: Some(host_config),
+        attach_stdin: Some(false),
+        tty: Some(false),
+        ..Default::default()
+    }
+}
+
+/// `KEY=value` strings for a process: the plan's environment, then the step's.
+pub(crate) fn env_list(
+    base: &std::collections::BTreeMap<String, String>,
+    step: Option<&std::collections::BTreeMap<String, String>>,
+) -> Vec<String> {
+    let mut merged = base.clone();
+    if let Some(step) = step {
+        merged.extend(step.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The working directory for the program, inside the workspace.
+pub(crate) fn workdir(plan: &Plan) -> String {
+    match plan.run_phase().map(|r| r.workdir.as_str()) {
+        None | Some(".") => WORKSPACE.to_owned(),
+        Some(dir) => format!("{WORKSPACE}/{dir}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(yaml_tail: &str) -> Plan {
+        let yaml = format!(
+            "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: t\nspec:\n  command: [echo, hi]\n{yaml_tail}"
+        );
+        let parsed = enclave_spec::parse("t.yaml", yaml.as_bytes()).expect("spec");
+        enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan")
+    }
+
+    #[test]
+    fn the_workload_container_carries_every_containment_setting() {
+        let p = plan("  quotas:\n    memory: 256Mi\n    cpu: 500m\n    pids: 128\n");
+        let session = SessionId::new("ses-1").expect("id");
+        let body = workload_container(&p, &session, "enclave/base:latest", &DockerConfig::default());
+        let host = body.host_config.clone().expect("host config");
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(host.runtime.as_deref(), Some("enclave-runsc"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, Some(vec![]));
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.memory_swap, Some(256 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.pids_limit, Some(128));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(body.network_disabled, Some(true));
+        assert_eq!(host.binds, Some(vec![]), "no host mounts");
+        let mounts = host.mounts.expect("mounts");
+        assert!(mounts.iter().all(|m| m.typ == Some(MountType::VOLUME)), "volumes only, never bind mounts");
+        assert_eq!(body.labels.expect("labels").get(labels::SESSION).map(String::as_str), Some("ses-1"));
+    }
+
+    #[test]
+    fn host_kernel_isolation_uses_runc_only_when_planned() {
+        let mut p = plan("");
+        assert_eq!(runtime_for(&p, &DockerConfig::default()), "enclave-runsc");
+        p.containment.isolation = Isolation::HostKernel;
+        assert_eq!(runtime_for(&p, &DockerConfig::default()), "runc");
+    }
+
+    #[test]
+    fn step_env_overrides_session_env() {
+        let base =
+            std::collections::BTreeMap::from([("A".to_owned(), "1".to_owned()), ("B".to_owned(), "2".to_owned())]);
+        let step = std::collections::BTreeMap::from([("B".to_owned(), "3".to_owned())]);
+        assert_eq!(env_list(&base, Some(&step)), vec!["A=1", "B=3"]);
+    }
+}

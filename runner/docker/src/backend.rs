@@ -80,6 +80,35 @@ impl DockerBackend {
         &self.docker
     }
 
+    /// Every resource Enclave created for `session` (or for any session when `None`), as
+    /// `kind:name`: what teardown would remove.
+    pub async fn resources(&self, session: Option<&SessionId>) -> Result<Vec<String>, DockerError> {
+        let filter = session.map_or_else(|| labels::managed_filter(&self.config.scope), labels::session_filter);
+        let mut found = Vec::new();
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("container list"))?;
+        for c in containers {
+            let name = c.names.and_then(|n| n.first().cloned()).or(c.id).unwrap_or_default();
+            found.push(format!("container:{}", name.trim_start_matches('/')));
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("volume list"))?;
+        found.extend(volumes.volumes.unwrap_or_default().into_iter().map(|v| format!("volume:{}", v.name)));
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("network list"))?;
+        found.extend(networks.into_iter().map(|n| format!("network:{}", n.name.unwrap_or_default())));
+        Ok(found)
+    }
+
     fn run(&self, session: &SessionId) -> Result<Arc<Run>, BackendError> {
         self.runs
             .lock()
@@ -116,7 +145,7 @@ impl DockerBackend {
             name: Some(name.to_owned()),
             driver: Some("local".to_owned()),
             driver_opts: Some(tmpfs_volume_options(size, enclave_core::WORKLOAD_UID)),
-            labels: Some(labels::for_session(session, role)),
+            labels: Some(labels::for_session(session, role, &self.config.scope)),
             ..Default::default()
         };
         self.docker.create_volume(request).await.map_err(DockerError::call("volume create"))?;
@@ -363,7 +392,7 @@ impl Backend for DockerBackend {
     }
 
     async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
-        let filter = labels::managed_filter();
+        let filter = labels::managed_filter(&self.config.scope);
         let mut sessions = std::collections::BTreeSet::new();
         let containers = self
             .docker

@@ -9,6 +9,9 @@ pub struct DockerConfig {
     pub sample_interval: std::time::Duration,
     /// Root of the host's cgroup v1 hierarchy (for memory and pids usage).
     pub cgroup_root: std::path::PathBuf,
+    /// The owner label of everything this instance creates; the orphan reaper only
+    /// removes resources of its own scope.
+    pub scope: String,
 }
 
 impl Default for DockerConfig {
@@ -17,6 +20,7 @@ impl Default for DockerConfig {
             gvisor_runtime: "enclave-runsc".to_owned(),
             sample_interval: std::time::Duration::from_millis(50),
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+            scope: "default".to_owned(),
         }
     }
 }

@@ -10,11 +10,15 @@ pub const MANAGED: &str = "dev.enclave.managed";
 pub const SESSION: &str = "dev.enclave.session";
 /// What the resource is for (`workload`, `clone`, `workspace`, `tmp`).
 pub const ROLE: &str = "dev.enclave.role";
+/// Which Enclave instance owns the resource: the orphan reaper only touches its own, so
+/// several servers (or parallel test runs) can share one daemon.
+pub const SCOPE: &str = "dev.enclave.scope";
 
 /// The labels for one resource of a session.
-pub(crate) fn for_session(session: &SessionId, role: &str) -> HashMap<String, String> {
+pub(crate) fn for_session(session: &SessionId, role: &str, scope: &str) -> HashMap<String, String> {
     HashMap::from([
         (MANAGED.to_owned(), "true".to_owned()),
+        (SCOPE.to_owned(), scope.to_owned()),
         (SESSION.to_owned(), session.to_string()),
         (ROLE.to_owned(), role.to_owned()),
     ])
@@ -25,7 +29,7 @@ pub(crate) fn session_filter(session: &SessionId) -> HashMap<String, Vec<String>
     HashMap::from([("label".to_owned(), vec![format!("{SESSION}={session}")])])
 }
 
-/// A label filter matching every resource Enclave manages.
-pub(crate) fn managed_filter() -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_owned(), vec![format!("{MANAGED}=true")])])
+/// A label filter matching every resource this Enclave instance (scope) manages.
+pub(crate) fn managed_filter(scope: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![format!("{MANAGED}=true"), format!("{SCOPE}={scope}")])])
 }

@@ -1,0 +1,258 @@
+//! The Docker backend against a real daemon with gVisor: every containment claim is
+//! tried from inside the sandbox, and every kill reason is triggered for real.
+//!
+//! Needs Docker with the `enclave-runsc` runtime and the `enclave/base:latest` image
+//! (`scripts/setup-docker.sh`; `.ci/run` runs it). Without Docker these tests fail under
+//! `CI=true` and are skipped, loudly, elsewhere. Containers run with no network at all.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::sync::Arc;
+
+use enclave_core::{
+    AuditRecord, Backend, KillReason, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Policy, Secret,
+    SecretStore, SessionEvent, SessionId, SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
+    verify_jsonl,
+};
+use enclave_docker::{DockerBackend, DockerConfig};
+use enclave_sim::WallClock;
+use futures::FutureExt as _;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The backend, or `None` (with a loud message) when Docker is not available outside CI.
+fn backend(rt: &tokio::runtime::Runtime, config: DockerConfig) -> Option<Arc<DockerBackend>> {
+    match rt.block_on(DockerBackend::connect(config)) {
+        Ok(backend) => Some(Arc::new(backend)),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("Docker is required in CI (run scripts/setup-docker.sh): {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: Docker is not available here ({e}); CI runs this test");
+            None
+        }
+    }
+}
+
+struct Outcome {
+    result: SessionResult,
+    events: Vec<TimedEvent>,
+    audit: Vec<AuditRecord>,
+}
+
+impl Outcome {
+    fn stdout(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.event {
+                SessionEvent::Log { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn spec(name: &str, body: &str) -> enclave_core::Plan {
+    plan_with(name, body, &Policy::default())
+}
+
+fn plan_with(name: &str, body: &str, policy: &Policy) -> enclave_core::Plan {
+    let yaml = format!("apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n{body}");
+    let parsed = enclave_spec::parse("test.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+    enclave_core::plan(&parsed.spec, policy).unwrap()
+}
+
+fn session_id(tag: &str) -> SessionId {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    SessionId::new(format!("ses-test-{tag}-{}", nanos % 1_000_000_000_000)).unwrap()
+}
+
+fn run(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secrets: Arc<dyn SecretStore>,
+    cancel_after: Option<std::time::Duration>,
+) -> Outcome {
+    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
+    let session = session_id(&plan.name);
+    let mut audit = MemoryAuditSink::default();
+    let mut events = Vec::new();
+    let mut listener = |e: &TimedEvent| events.push(e.clone());
+    let cancel = match cancel_after {
+        Some(after) => async move { tokio::time::sleep(after).await }.boxed(),
+        None => futures::future::pending().boxed(),
+    };
+    let result = rt
+        .block_on(orchestrator.run(SessionRun { session, plan, audit: &mut audit, listener: &mut listener, cancel }))
+        .unwrap();
+    let jsonl: String = audit.records.iter().map(to_jsonl_line).collect();
+    assert!(verify_jsonl(jsonl.as_bytes()).is_ok(), "audit chain verifies");
+    Outcome { result, events, audit: audit.records }
+}
+
+fn leftovers(rt: &tokio::runtime::Runtime, backend: &DockerBackend, session: &SessionId) -> Vec<String> {
+    rt.block_on(backend.resources(Some(session))).unwrap()
+}
+
+#[test]
+fn docker_containment_holds_from_inside_the_sandbox() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    // Each probe prints PASS or FAIL; the workload never decides the test's outcome alone.
+    let probes = r#"
+      run: |
+        check() { if eval "$2"; then echo "PASS $1"; else echo "FAIL $1"; fi; }
+        check uid '[ "$(id -u)" = 65534 ] && [ "$(id -g)" = 65534 ]'
+        check gvisor 'dmesg 2>/dev/null | grep -q gVisor'
+        check readonly-root '! touch /probe 2>/dev/null'
+        check readonly-etc '! sh -c "echo x >> /etc/passwd" 2>/dev/null'
+        check no-caps 'grep -q "^CapEff:[[:space:]]*0000000000000000" /proc/self/status'
+        check no-bounding-caps 'grep -q "^CapBnd:[[:space:]]*0000000000000000" /proc/self/status'
+        check no-new-privs-or-unreported 'grep -q "^NoNewPrivs:[[:space:]]*1" /proc/self/status || ! grep -q "^NoNewPrivs" /proc/self/status'
+        check only-loopback '[ "$(grep -c : /proc/net/dev)" -le 1 ] && ! grep -q eth /proc/net/dev'
+        check workspace-writable 'echo ok > /workspace/f && [ "$(cat /workspace/f)" = ok ]'
+        check tmp-writable 'echo ok > /tmp/f'
+        check no-docker-socket '[ ! -e /var/run/docker.sock ] && [ ! -e /run/docker.sock ]'
+        check no-service-token '[ ! -e /var/run/secrets/kubernetes.io ]'
+        check env-from-plan-only '[ "$PLAN_VAR" = planned ] && [ -z "$HOSTNAME_LEAK" ]'
+"#;
+    let plan = spec(
+        "containment",
+        &format!("  env:\n    PLAN_VAR: planned\n  steps:\n    - name: probes\n{}", probes.trim_start_matches('\n')),
+    );
+    let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+    let lines = out.stdout();
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "containment probes failed: {failed:?}\nall output: {lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("PASS")).count(), 13, "{lines:?}");
+    assert_eq!(out.result.status, SessionStatus::Succeeded);
+    assert!(!out.result.simulated);
+    assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new(), "teardown removed everything");
+}
+
+#[test]
+fn docker_steps_run_in_order_in_one_sandbox_and_stop_at_the_first_failure() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec(
+        "steps",
+        "  steps:\n    - name: write\n      run: echo one > /workspace/state\n    - name: fail\n      run: cat /workspace/state; exit 3\n    - name: never\n      run: echo must-not-run\n",
+    );
+    let out = run(&rt, backend, &plan, Arc::new(NoSecrets), None);
+    assert_eq!(out.result.status, SessionStatus::Failed { exit_code: 3 });
+    let steps: Vec<(String, i32)> = out.result.steps.iter().map(|s| (s.name.clone(), s.exit_code)).collect();
+    assert_eq!(steps, vec![("write".to_owned(), 0), ("fail".to_owned(), 3)]);
+    let lines = out.stdout();
+    assert!(lines.contains(&"one".to_owned()), "step 2 saw step 1's file: {lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("must-not-run")));
+}
+
+#[test]
+fn docker_deadline_kills_with_deadline_exceeded() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec("deadline", "  command: [sleep, \"600\"]\n  quotas:\n    deadline: 2s\n");
+    let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+    assert_eq!(out.result.kill_reason, Some(KillReason::DeadlineExceeded), "{:?}", out.result.status);
+    assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+}
+
+#[test]
+fn docker_cancel_kills_with_cancelled_and_cleans_up() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec("cancel", "  command: [sleep, \"600\"]\n");
+    let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), Some(std::time::Duration::from_secs(1)));
+    assert_eq!(out.result.kill_reason, Some(KillReason::Cancelled));
+    assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+}
+
+#[test]
+fn docker_output_over_log_bytes_is_cut_and_killed() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec(
+        "logs",
+        "  command: [sh, -c, \"yes enclave | head -c 5000000; sleep 30\"]\n  quotas:\n    logBytes: 64Ki\n",
+    );
+    let out = run(&rt, backend, &plan, Arc::new(NoSecrets), None);
+    assert_eq!(out.result.kill_reason, Some(KillReason::LogLimitExceeded), "{:?}", out.result.status);
+    assert!(out.result.log_truncated);
+    let kept: usize = out.stdout().iter().filter(|l| !l.starts_with("[enclave]")).map(|l| l.len() + 1).sum();
+    assert!(kept <= 64 * 1024 + 1, "kept {kept} bytes");
+    assert!(out.stdout().iter().any(|l| l.starts_with("[enclave] output truncated")));
+}
+
+#[test]
+fn docker_secret_values_are_redacted_from_streamed_output() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let secret = "canary-Secret-4f1e2d3c";
+    let mut secrets = MemorySecrets::default();
+    secrets.insert("canary", Secret::new(secret));
+    // The workload builds the value itself, so the spec holds no secret: the test is
+    // about what comes back out.
+    let plan =
+        spec("redact", "  command: [sh, -c, \"a=canary-Secret; b=4f1e2d3c; echo $a-$b; echo $a-$b | base64\"]\n");
+    let out = run(&rt, backend, &plan, Arc::new(secrets), None);
+    assert_eq!(out.result.status, SessionStatus::Succeeded);
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&out.events).unwrap(),
+        out.audit.iter().map(to_jsonl_line).collect::<String>()
+    );
+    assert!(!everything.contains(secret), "secret leaked: {:?}", out.stdout());
+    assert!(out.stdout().iter().filter(|l| l.contains("***")).count() >= 2, "{:?}", out.stdout());
+}
+
+#[test]
+fn docker_refuses_to_run_without_gvisor_unless_host_kernel_is_requested() {
+    let rt = runtime();
+    let missing = DockerConfig { gvisor_runtime: "enclave-runsc-not-registered".into(), ..DockerConfig::default() };
+    let Some(backend) = backend(&rt, missing) else { return };
+    let plan = spec("nogvisor", "  command: [\"true\"]\n");
+    let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+    match &out.result.status {
+        SessionStatus::Errored { message } => assert!(message.contains("--isolation host-kernel"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+
+    let policy =
+        Policy { isolation: enclave_core::Isolation::HostKernel, permit_weaker_isolation: true, ..Policy::default() };
+    // Under runc /proc reports NoNewPrivs (gVisor's does not), so the flag is proven here.
+    let plan = plan_with(
+        "hostkernel",
+        "  command: [sh, -c, \"dmesg 2>/dev/null | grep -c gVisor || true; grep NoNewPrivs /proc/self/status\"]\n",
+        &policy,
+    );
+    let out = run(&rt, backend, &plan, Arc::new(NoSecrets), None);
+    assert_eq!(out.result.status, SessionStatus::Succeeded);
+    assert_eq!(out.result.isolation, enclave_core::Isolation::HostKernel);
+    assert!(out.result.warnings.iter().any(|w| w.contains("host-kernel")));
+    assert!(out.audit.iter().any(|r| r.event.type_name() == "isolation_weakened"));
+    let lines = out.stdout();
+    assert_eq!(lines.first().map(String::as_str), Some("0"), "runc: no gVisor kernel: {lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{lines:?}");
+}
+
+#[test]
+fn docker_reaps_orphans_of_sessions_that_are_not_live() {
+    let rt = runtime();
+    // A scope of its own: the reaper must not touch sessions of tests running alongside.
+    let scope = DockerConfig { scope: format!("reaper-test-{}", std::process::id()), ..DockerConfig::default() };
+    let Some(backend) = backend(&rt, scope) else { return };
+    // Launch without an orchestrator, as a server that crashed mid-session would leave it.
+    let plan = spec("orphan", "  command: [sleep, \"600\"]\n");
+    let orphan = session_id("orphan");
+    let (events, _receiver) = futures::channel::mpsc::unbounded();
+    rt.block_on(backend.launch(&orphan, &plan, &NoSecrets, events)).unwrap();
+    assert_eq!(leftovers(&rt, &backend, &orphan).len(), 3, "container and two volumes");
+    let live = session_id("live");
+    let reaped = rt.block_on(backend.reap_orphans(std::slice::from_ref(&live))).unwrap();
+    assert!(reaped.contains(&orphan), "{reaped:?}");
+    assert_eq!(leftovers(&rt, &backend, &orphan), Vec::<String>::new());
+}

@@ -5,6 +5,7 @@
 //! picks a backend, prints events and results, and maps outcomes to exit codes.
 
 mod audit_cmd;
+mod doctor;
 mod plan_text;
 mod run_cmd;
 mod spec_input;
@@ -65,6 +66,12 @@ enum Command {
     Audit(AuditCommand),
     /// Print the JSON Schema of session specs (also in schema/session.schema.json).
     Schema,
+    /// Check this host for the Docker backend (daemon, API version, gVisor runtime,
+    /// base image, a real probe session) and print what each backend enforces.
+    ///
+    /// Every failed check names the command that fixes it. Exit code 1 when a check
+    /// fails.
+    Doctor,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +201,7 @@ fn main() -> ExitCode {
             audit_cmd::verify(&file, digest.as_deref(), output == Format::Json)
         }
         Command::Audit(AuditCommand::Show { file }) => audit_cmd::show(&file),
+        Command::Doctor => doctor::doctor(),
         Command::Schema => {
             print!("{}", enclave_spec::session_schema_json());
             exit::OK

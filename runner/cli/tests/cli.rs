@@ -195,6 +195,7 @@ fn help_describes_every_subcommand() {
         (&["audit", "verify", "--help"], &["Recompute the hash chain", "--digest"]),
         (&["audit", "show", "--help"], &["Print the chain as a timeline"]),
         (&["schema", "--help"], &["Print the JSON Schema"]),
+        (&["doctor", "--help"], &["Check this host for the Docker backend"]),
     ];
     for (args, needles) in table {
         let out = sandbox.enclave(args);
@@ -535,4 +536,21 @@ fn schema_matches_the_checked_in_file() {
     assert_eq!(out.code, 0, "{out:?}");
     let checked_in = std::fs::read_to_string(repo_root().join("schema/session.schema.json")).expect("schema file");
     assert!(out.stdout == checked_in, "`enclave schema` differs from schema/session.schema.json");
+}
+
+#[test]
+fn doctor_reports_each_check_and_how_to_fix_it() {
+    let out = Sandbox::new().enclave(&["doctor"]);
+    if std::env::var("CI").as_deref() == Ok("true") {
+        assert_eq!(out.code, 0, "CI sets up Docker with gVisor: {out:?}");
+    }
+    match out.code {
+        0 => {
+            assert!(out.stdout.contains("[ ok ] a probe session ran under gVisor and saw its kernel"), "{out:?}");
+            assert!(out.stdout.contains("can run sessions here"), "{out:?}");
+        }
+        1 => assert!(out.stdout.contains("fix: sudo scripts/setup-docker.sh"), "{out:?}"),
+        other => panic!("unexpected exit {other}: {out:?}"),
+    }
+    assert!(out.stdout.contains("executes code: no (models only)"), "capabilities are printed: {out:?}");
 }

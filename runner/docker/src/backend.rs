@@ -75,9 +75,25 @@ impl DockerBackend {
         Ok(Self { docker, config, runtimes, runs: Mutex::new(HashMap::new()) })
     }
 
-    /// The client, for callers that inspect what the backend created (tests, doctor).
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// Runtimes dockerd has registered.
+    pub fn runtimes(&self) -> &[String] {
+        &self.runtimes
+    }
+
+    /// The runtime gVisor sessions use.
+    pub fn gvisor_runtime(&self) -> &str {
+        &self.config.gvisor_runtime
+    }
+
+    /// The daemon's version and API version.
+    pub async fn server_version(&self) -> Result<(String, String), DockerError> {
+        let v = self.docker.version().await.map_err(DockerError::call("version"))?;
+        Ok((v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+    }
+
+    /// Whether an image is present locally (no registry is ever used).
+    pub async fn has_image(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
     }
 
     /// Every resource Enclave created for `session` (or for any session when `None`), as

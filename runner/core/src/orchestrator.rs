@@ -21,6 +21,9 @@ use crate::result::{DeniedEgress, SessionResult, StepResult};
 use crate::secret::{Redactor, SecretStore};
 use crate::session_id::SessionId;
 
+/// How long a backend has to stop a run after the orchestrator kills it.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+
 /// Longest line kept in the line buffer before it is flushed as is.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -210,6 +213,9 @@ impl<'a> Driver<'a> {
         let mut deadline = self.clock.sleep(Duration::from_millis(remaining)).fuse();
         let mut cancel = cancel.fuse();
         let mut wait = backend.wait(&handle).fuse();
+        // Armed when a kill is sent: a backend that does not stop the run by then has
+        // lost control of it, and the session must still end (and be torn down).
+        let mut kill_grace: futures::future::Fuse<BoxFuture<'static, ()>> = futures::future::Fuse::terminated();
         let observed = loop {
             futures::select_biased! {
                 event = receiver.next() => {
@@ -224,12 +230,17 @@ impl<'a> Driver<'a> {
                     "deadline of {} reached", enclave_spec::DurationMs(self.plan.quotas.deadline_ms))),
                 () = cancel => self.order_kill(KillReason::Cancelled, "cancelled by the user".to_owned()),
                 observed = wait => break observed,
+                () = kill_grace => break Err(BackendError::Infra {
+                    message: format!("the backend did not stop the session within {}s of the kill", KILL_GRACE.as_secs()),
+                    source: None,
+                }),
             }
             if self.audit_failure.is_some() && self.order.is_none() {
                 self.order = Some(KillOrder { reason: KillReason::Cancelled, detail: "audit write failed".into() });
             }
             if self.order.is_some() && !self.kill_sent {
                 self.kill_sent = true;
+                kill_grace = self.clock.sleep(KILL_GRACE).fuse();
                 if let Err(e) = backend.kill(&handle).await {
                     self.warnings.push(format!("kill failed: {e}"));
                 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -22,7 +21,7 @@ use enclave_core::{
 };
 use enclave_spec::EgressMode;
 use futures::StreamExt as _;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::DockerConfig;
 use crate::container_spec::{Names, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container};
@@ -43,8 +42,8 @@ struct Run {
     plan: Plan,
     events: BackendEvents,
     volumes: Vec<PathBuf>,
-    killed: AtomicBool,
-    kill_notify: Notify,
+    /// Set once by `kill`; everything waiting on the run watches it.
+    killed: watch::Sender<bool>,
 }
 
 /// What the Docker backend enforces today.
@@ -190,19 +189,20 @@ impl DockerBackend {
         let exec = self.docker.create_exec(&run.container, options).await.map_err(DockerError::call("exec create"))?;
         let started = self.docker.start_exec(&exec.id, None).await.map_err(DockerError::call("exec start"))?;
         if let StartExecResults::Attached { mut output, .. } = started {
-            loop {
-                tokio::select! {
-                    () = run.kill_notify.notified() => return Ok(None),
-                    item = output.next() => match item {
-                        Some(Ok(LogOutput::StdOut { message })) => {
-                            let _ = run.events.unbounded_send(BackendEvent::Output { stream: Stream::Stdout, data: message.to_vec() });
-                        }
-                        Some(Ok(LogOutput::StdErr { message })) => {
-                            let _ = run.events.unbounded_send(BackendEvent::Output { stream: Stream::Stderr, data: message.to_vec() });
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break,
-                    },
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) => {
+                        let _ = run
+                            .events
+                            .unbounded_send(BackendEvent::Output { stream: Stream::Stdout, data: message.to_vec() });
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        let _ = run
+                            .events
+                            .unbounded_send(BackendEvent::Output { stream: Stream::Stderr, data: message.to_vec() });
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
                 }
             }
         }
@@ -218,9 +218,6 @@ impl DockerBackend {
             Program::Steps { steps } => {
                 let mut last = Some(0);
                 for step in steps {
-                    if run.killed.load(Ordering::SeqCst) {
-                        return Ok((None, None));
-                    }
                     let _ = run.events.unbounded_send(BackendEvent::StepStarted { name: step.name.clone() });
                     let started = Instant::now();
                     let cmd = vec!["sh".to_owned(), "-c".to_owned(), step.run.clone()];
@@ -310,8 +307,7 @@ impl Backend for DockerBackend {
             plan: plan.clone(),
             events,
             volumes,
-            killed: AtomicBool::new(false),
-            kill_notify: Notify::new(),
+            killed: watch::Sender::new(false),
         });
         self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), run);
         Ok(RunHandle { session: session.clone(), id: created.id })
@@ -322,13 +318,21 @@ impl Backend for DockerBackend {
         let reader = UsageReader::new(&self.config.cgroup_root, &run.container, run.volumes.clone());
         let (stop, stopped) = watch::channel(false);
         let sampler = tokio::spawn(sample_usage(reader, run.events.clone(), self.config.sample_interval, stopped));
-        let program = self.run_program(&run).await;
+        // The program ends on its own, or is cut short by a kill or by the sandbox dying
+        // (an exec attached to a dead gVisor sandbox may never see end-of-stream).
+        let mut killed = run.killed.subscribe();
+        let mut sandbox_exit = self.docker.wait_container(&run.container, None);
+        let program = tokio::select! {
+            result = self.run_program(&run) => Some(result),
+            _ = killed.wait_for(|k| *k) => None,
+            _ = sandbox_exit.next() => None,
+        };
         let state = self.docker.inspect_container(&run.container, None).await.ok().and_then(|c| c.state);
         let _ = stop.send(true);
         let usage = sampler.await.unwrap_or_default();
-        let (last, failed_step) = program?;
+        let (last, failed_step) = program.transpose()?.unwrap_or((None, None));
 
-        let killed = run.killed.load(Ordering::SeqCst);
+        let killed = *run.killed.borrow();
         let container_died = state.as_ref().is_some_and(|s| s.running != Some(true));
         let docker_oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
         let exit = if killed || (container_died && state.as_ref().and_then(|s| s.exit_code) == Some(137)) {
@@ -352,8 +356,7 @@ impl Backend for DockerBackend {
 
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
         let run = self.run(&handle.session)?;
-        run.killed.store(true, Ordering::SeqCst);
-        run.kill_notify.notify_waiters();
+        run.killed.send_replace(true);
         let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
         match self.docker.kill_container(&run.container, Some(options)).await {
             // Already stopped (e.g. the OOM killer was faster): nothing to kill.

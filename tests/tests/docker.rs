@@ -256,3 +256,83 @@ fn docker_reaps_orphans_of_sessions_that_are_not_live() {
     assert!(reaped.contains(&orphan), "{reaped:?}");
     assert_eq!(leftovers(&rt, &backend, &orphan), Vec::<String>::new());
 }
+
+#[test]
+fn docker_memory_bomb_is_oom_killed_every_time() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec(
+        "membomb",
+        "  command: [sh, -c, \"x=$(yes | head -c 400000000); echo survived\"]\n  quotas:\n    memory: 64Mi\n    deadline: 5m\n",
+    );
+    // Docker's OOMKilled flag alone is not reliable under gVisor (see DEPENDENCIES.md):
+    // 20 runs must all be classified oom_killed, and none may report surviving.
+    let mut reasons = Vec::new();
+    for _ in 0..20 {
+        let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+        assert!(!out.stdout().contains(&"survived".to_owned()));
+        assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+        reasons.push(out.result.kill_reason);
+    }
+    assert!(reasons.iter().all(|r| *r == Some(KillReason::OomKilled)), "{reasons:?}");
+}
+
+#[test]
+fn docker_memory_use_below_the_limit_and_plain_failures_are_not_oom() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    // Half the limit, held while it exits 0.
+    let half = spec(
+        "memhalf",
+        "  command: [sh, -c, \"x=$(yes | head -c 24000000); echo ${#x}\"]\n  quotas:\n    memory: 128Mi\n",
+    );
+    let out = run(&rt, backend.clone(), &half, Arc::new(NoSecrets), None);
+    assert_eq!(out.result.status, SessionStatus::Succeeded, "{:?}", out.stdout());
+    let failing = spec("exit2", "  command: [sh, -c, \"exit 2\"]\n  quotas:\n    memory: 64Mi\n");
+    let out = run(&rt, backend, &failing, Arc::new(NoSecrets), None);
+    assert_eq!(out.result.status, SessionStatus::Failed { exit_code: 2 });
+}
+
+#[test]
+fn docker_fork_storm_is_pids_exceeded() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec(
+        "pids",
+        "  command: [sh, -c, \"i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done; wait\"]\n  quotas:\n    pids: 64\n    deadline: 2m\n",
+    );
+    for _ in 0..5 {
+        let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+        assert_eq!(
+            out.result.kill_reason,
+            Some(KillReason::PidsExceeded),
+            "{:?} {:?}",
+            out.result.status,
+            out.stdout()
+        );
+        assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn docker_filling_the_workspace_or_tmp_is_disk_exceeded() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    for target in ["/workspace/fill", "/tmp/fill"] {
+        let plan = spec(
+            "disk",
+            &format!(
+                "  command: [sh, -c, \"dd if=/dev/zero of={target} bs=1M count=64; sleep 60\"]\n  quotas:\n    disk: 8Mi\n    deadline: 2m\n"
+            ),
+        );
+        let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+        assert_eq!(
+            out.result.kill_reason,
+            Some(KillReason::DiskExceeded),
+            "{target}: {:?} {:?}",
+            out.result.status,
+            out.stdout()
+        );
+        assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+    }
+}

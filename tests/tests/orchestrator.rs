@@ -69,13 +69,7 @@ impl ScriptBackend {
 }
 
 fn exited(code: i32) -> Observation {
-    Observation {
-        exit: ExitObservation::Exited { code },
-        oom_killed: false,
-        pids_limit_hit: false,
-        disk_full: false,
-        failed_step: None,
-    }
+    Observation::from_exit(ExitObservation::Exited { code })
 }
 
 fn signaled() -> Observation {

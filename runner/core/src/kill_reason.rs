@@ -70,6 +70,13 @@ pub struct Observation {
     pub failed_step: Option<String>,
 }
 
+impl Observation {
+    /// An ending with no resource facts: the process ended as `exit` says.
+    pub fn from_exit(exit: ExitObservation) -> Self {
+        Self { exit, oom_killed: false, pids_limit_hit: false, disk_full: false, failed_step: None }
+    }
+}
+
 /// A kill the orchestrator itself ordered, with why. The first one wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -185,7 +192,7 @@ mod tests {
     use super::*;
 
     fn obs(exit: ExitObservation) -> Observation {
-        Observation { exit, oom_killed: false, pids_limit_hit: false, disk_full: false, failed_step: None }
+        Observation::from_exit(exit)
     }
 
     #[test]

@@ -250,13 +250,11 @@ impl<'a> Driver<'a> {
             self.handle(event);
         }
         self.flush_lines();
-        Outcome::Observed(observed.unwrap_or_else(|e: BackendError| Observation {
-            exit: ExitObservation::Lost { detail: e.to_string() },
-            oom_killed: false,
-            pids_limit_hit: false,
-            disk_full: false,
-            failed_step: None,
-        }))
+        Outcome::Observed(
+            observed.unwrap_or_else(|e: BackendError| {
+                Observation::from_exit(ExitObservation::Lost { detail: e.to_string() })
+            }),
+        )
     }
 
     fn order_kill(&mut self, reason: KillReason, detail: String) {

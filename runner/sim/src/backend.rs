@@ -111,13 +111,7 @@ impl Backend for SimBackend {
     async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
         let run = self.run(handle)?;
         let clock = self.session(&handle.session).clock.clone();
-        let killed = Observation {
-            exit: ExitObservation::Signaled { signal: 9 },
-            oom_killed: false,
-            pids_limit_hit: false,
-            disk_full: false,
-            failed_step: None,
-        };
+        let killed = Observation::from_exit(ExitObservation::Signaled { signal: 9 });
         for (offset, action) in &run.timeline {
             tokio::select! {
                 biased;

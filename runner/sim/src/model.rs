@@ -24,10 +24,6 @@ pub enum Action {
     End(Observation),
 }
 
-fn observation(exit: ExitObservation) -> Observation {
-    Observation { exit, oom_killed: false, pids_limit_hit: false, disk_full: false, failed_step: None }
-}
-
 /// The modelled timeline: `(offset from start in ms, action)`, sorted by offset (stable:
 /// actions at one instant keep their order). Always ends with exactly one `End`.
 pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
@@ -56,7 +52,7 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
             },
         ));
         if !ok {
-            out.push((0, Action::End(observation(ExitObservation::Exited { code: 128 }))));
+            out.push((0, Action::End(Observation::from_exit(ExitObservation::Exited { code: 128 }))));
             return out;
         }
         out.push(emit(0, BackendEvent::CloneReachRevoked));
@@ -83,14 +79,14 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
     if let Some(peak) = &model.peak_memory
         && peak.0 > q.memory_bytes
     {
-        let oom = Observation { oom_killed: true, ..observation(ExitObservation::Signaled { signal: 9 }) };
+        let oom = Observation { oom_killed: true, ..Observation::from_exit(ExitObservation::Signaled { signal: 9 }) };
         out.push((midpoint, Action::End(oom)));
     }
     if let Some(lost) = &model.infra_lost_after {
         let detail = format!("sandbox lost after {} (modelled)", lost.value);
-        out.push((lost.0, Action::End(observation(ExitObservation::Lost { detail }))));
+        out.push((lost.0, Action::End(Observation::from_exit(ExitObservation::Lost { detail }))));
     }
-    out.push((duration, Action::End(observation(ExitObservation::Exited { code: model.exit_code }))));
+    out.push((duration, Action::End(Observation::from_exit(ExitObservation::Exited { code: model.exit_code }))));
 
     out.sort_by_key(|(at, _)| *at);
     if let Some(first_end) = out.iter().position(|(_, a)| matches!(a, Action::End(_))) {

@@ -81,6 +81,7 @@ fn main() {
                 audit: &mut audit,
                 listener: &mut listener,
                 cancel,
+                artifacts: None,
             }))
             .expect("session runs");
         run_time += t.elapsed();

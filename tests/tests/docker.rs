@@ -76,6 +76,28 @@ fn run(
     secrets: Arc<dyn SecretStore>,
     cancel_after: Option<std::time::Duration>,
 ) -> Outcome {
+    run_collecting(rt, backend, plan, secrets, cancel_after, None)
+}
+
+/// Keeps the artifact bundle in memory.
+#[derive(Default)]
+struct KeptBundle(Option<enclave_core::ArtifactBundle>);
+
+impl enclave_core::ArtifactSink for KeptBundle {
+    fn store(&mut self, bundle: &enclave_core::ArtifactBundle) -> Result<String, String> {
+        self.0 = Some(bundle.clone());
+        Ok("memory".into())
+    }
+}
+
+fn run_collecting(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secrets: Arc<dyn SecretStore>,
+    cancel_after: Option<std::time::Duration>,
+    artifacts: Option<&mut KeptBundle>,
+) -> Outcome {
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
     let session = session_id(&plan.name);
     let mut audit = MemoryAuditSink::default();
@@ -86,7 +108,14 @@ fn run(
         None => futures::future::pending().boxed(),
     };
     let result = rt
-        .block_on(orchestrator.run(SessionRun { session, plan, audit: &mut audit, listener: &mut listener, cancel }))
+        .block_on(orchestrator.run(SessionRun {
+            session,
+            plan,
+            audit: &mut audit,
+            listener: &mut listener,
+            cancel,
+            artifacts: artifacts.map(|a| a as &mut dyn enclave_core::ArtifactSink),
+        }))
         .unwrap();
     let jsonl: String = audit.records.iter().map(to_jsonl_line).collect();
     assert!(verify_jsonl(jsonl.as_bytes()).is_ok(), "audit chain verifies");
@@ -335,4 +364,64 @@ fn docker_filling_the_workspace_or_tmp_is_disk_exceeded() {
         );
         assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
     }
+}
+
+#[test]
+fn docker_artifacts_are_copied_out_without_following_links_and_capped() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let policy = Policy { artifact_bytes: 1 << 20, ..Policy::default() };
+    let plan = plan_with(
+        "artifacts",
+        r#"  steps:
+    - name: build
+      run: |
+        mkdir -p dist/sub reports
+        echo hello > dist/a.txt
+        echo nested > dist/sub/b.txt
+        ln -s a.txt dist/inside
+        ln -s /etc/passwd dist/outside
+        ln -s ../../../etc/shadow dist/climb
+        head -c 3000000 /dev/zero > dist/sub/big.bin
+        echo '<testsuite/>' > reports/junit.xml
+  artifacts:
+    - dist
+    - reports/junit.xml
+    - missing
+  quotas:
+    disk: 8Mi
+"#,
+        &policy,
+    );
+    let mut kept = KeptBundle::default();
+    let out = run_collecting(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None, Some(&mut kept));
+    assert_eq!(out.result.status, SessionStatus::Succeeded, "{:?}", out.stdout());
+    let files: Vec<&str> = out.result.artifacts.iter().map(|f| f.path.as_str()).collect();
+    for want in ["dist/a.txt", "dist/sub/b.txt", "dist/inside", "reports/junit.xml"] {
+        assert!(files.contains(&want), "{want} missing from {files:?}");
+    }
+    let skipped: Vec<(&str, &str)> =
+        out.result.artifacts_skipped.iter().map(|s| (s.path.as_str(), s.reason.as_str())).collect();
+    let reason = |path: &str| skipped.iter().find(|(p, _)| *p == path).map(|(_, r)| *r).unwrap_or("");
+    assert!(reason("dist/outside").contains("outside the workspace"), "{skipped:?}");
+    assert!(reason("dist/climb").contains("outside the workspace"), "{skipped:?}");
+    assert!(reason("dist/sub/big.bin").contains("size cap"), "{skipped:?}");
+    assert_eq!(reason("missing"), "not found in the workspace", "{skipped:?}");
+    // The bundle holds exactly what the result lists, and no content from outside.
+    let bundle = kept.0.expect("bundle stored");
+    let mut archive = tar::Archive::new(bundle.tar.as_slice());
+    let mut names = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut content = String::new();
+        if entry.header().entry_type().is_file() {
+            std::io::Read::read_to_string(&mut entry, &mut content).unwrap();
+            assert!(!content.contains("root:"), "host or image files leaked into {name}");
+        }
+        names.push(name);
+    }
+    assert!(names.contains(&"dist/a.txt".to_owned()) && !names.iter().any(|n| n.ends_with("outside")), "{names:?}");
+    assert!(out.audit.iter().any(|r| r.event.type_name() == "artifacts_collected"));
+    assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
 }

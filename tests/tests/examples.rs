@@ -72,6 +72,7 @@ fn run_on_sim(file: &str, bytes: &[u8], index: usize) -> Run {
             audit: &mut audit,
             listener: &mut listener,
             cancel,
+            artifacts: None,
         }))
         .unwrap();
     Run { result, audit: audit.records, events }

@@ -178,8 +178,14 @@ fn run_with(
     let cancel = if cancel_now { futures::future::ready(()).boxed() } else { futures::future::pending().boxed() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let session = SessionId::new("ses-test").unwrap();
-    let result =
-        runtime.block_on(orchestrator.run(SessionRun { session, plan, audit, listener: &mut listener, cancel }));
+    let result = runtime.block_on(orchestrator.run(SessionRun {
+        session,
+        plan,
+        audit,
+        listener: &mut listener,
+        cancel,
+        artifacts: None,
+    }));
     (result, events)
 }
 

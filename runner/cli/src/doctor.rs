@@ -51,6 +51,7 @@ async fn gvisor_probe(backend: Arc<DockerBackend>, image: &str) -> Result<bool, 
             audit: &mut audit,
             listener: &mut listener,
             cancel: futures::future::pending().boxed(),
+            artifacts: None,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -59,7 +59,12 @@ pub(crate) fn render(plan: &Plan) -> String {
         ByteSize(q.log_bytes)
     );
     if !plan.artifacts.is_empty() {
-        let _ = writeln!(w, "\nartifacts copied out: {}", plan.artifacts.join(", "));
+        let _ = writeln!(
+            w,
+            "\nartifacts copied out: {} (at most {}; links leaving the workspace are dropped)",
+            plan.artifacts.join(", "),
+            ByteSize(plan.artifact_bytes_max)
+        );
     }
     out
 }

@@ -30,6 +30,18 @@ impl AuditSink for JsonlAuditFile {
     }
 }
 
+/// Writes the artifact bundle next to the audit file.
+struct ArtifactFile {
+    path: std::path::PathBuf,
+}
+
+impl enclave_core::ArtifactSink for ArtifactFile {
+    fn store(&mut self, bundle: &enclave_core::ArtifactBundle) -> Result<String, String> {
+        std::fs::write(&self.path, &bundle.tar).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        Ok(self.path.display().to_string())
+    }
+}
+
 fn new_session_id() -> SessionId {
     let id = format!("ses-{}", uuid::Uuid::now_v7().simple());
     SessionId::new(id).unwrap_or_else(|e| unreachable!("generated ids are valid: {e}"))
@@ -55,6 +67,7 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
         }
     };
     let mut audit = JsonlAuditFile { file };
+    let mut artifacts = ArtifactFile { path: args.sessions_dir.join(format!("{session}.artifacts.tar")) };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -108,6 +121,7 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
                 audit: &mut audit,
                 listener: &mut listener,
                 cancel,
+                artifacts: Some(&mut artifacts),
             })
             .await
     });
@@ -260,6 +274,14 @@ fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &Path) 
         );
     } else {
         println!("output       {}", enclave_spec::ByteSize(result.log_bytes));
+    }
+    if !result.artifacts.is_empty() || !result.artifacts_skipped.is_empty() {
+        let bytes: u64 = result.artifacts.iter().map(|f| f.bytes).sum();
+        let location = result.artifacts_location.as_deref().unwrap_or("not stored");
+        println!("artifacts    {} file(s), {} in {location}", result.artifacts.len(), enclave_spec::ByteSize(bytes));
+        for skipped in &result.artifacts_skipped {
+            println!("  left out   {}: {}", skipped.path, skipped.reason);
+        }
     }
     for warning in &result.warnings {
         println!("warning      {warning}");

@@ -121,6 +121,15 @@ pub enum AuditEvent {
         /// Detail.
         detail: String,
     },
+    /// Artifacts were copied out.
+    ArtifactsCollected {
+        /// Workspace paths kept.
+        files: Vec<String>,
+        /// Bytes of file content kept.
+        bytes: u64,
+        /// Entries left out, as `path: reason`.
+        skipped: Vec<String>,
+    },
     /// The final result.
     Result {
         /// Final status.

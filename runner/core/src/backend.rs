@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use crate::artifact::RawArtifact;
 use crate::clock::Clock;
 use crate::event::BackendEvents;
 use crate::kill_reason::Observation;
@@ -118,6 +119,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<RunHandle, BackendError>;
     /// Waits until the run ends and reports what was observed.
     async fn wait(&self, run: &RunHandle) -> Result<Observation, BackendError>;
+    /// Raw archives of the requested workspace paths, taken after the program ended and
+    /// before teardown. The orchestrator filters them (links, size cap) in one place.
+    /// Backends that run nothing have nothing to archive.
+    async fn collect_artifacts(&self, _run: &RunHandle, _paths: &[String]) -> Result<Vec<RawArtifact>, BackendError> {
+        Ok(Vec::new())
+    }
     /// Stops the run now (the orchestrator decided to kill it).
     async fn kill(&self, run: &RunHandle) -> Result<(), BackendError>;
     /// Removes everything the session created. Must work for a partly launched session.

@@ -9,6 +9,7 @@
 //! record, an error or a result.
 
 mod address;
+mod artifact;
 mod audit;
 mod backend;
 mod clock;
@@ -24,6 +25,9 @@ mod secret;
 mod session_id;
 
 pub use address::{AddressClass, classify, effective_address, embedded_ipv4, special_ranges};
+pub use artifact::{
+    ArtifactBundle, ArtifactFile, ArtifactSink, RawArtifact, SkippedArtifact, bundle as bundle_artifacts,
+};
 pub use audit::{
     AuditChain, AuditEvent, AuditRecord, AuditSink, AuditWriteError, BrokenRecord, MemoryAuditSink, VerifyReport,
     genesis, to_jsonl_line, verify_jsonl,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, channel::mpsc};
 
+use crate::artifact::ArtifactSink;
 use crate::audit::{AuditChain, AuditEvent, AuditSink, AuditWriteError};
 use crate::backend::{Backend, BackendError, RunHandle};
 use crate::clock::{Clock, rfc3339};
@@ -46,6 +47,8 @@ pub struct SessionRun<'a> {
     pub listener: &'a mut (dyn FnMut(&TimedEvent) + Send),
     /// Completes when the user cancels.
     pub cancel: BoxFuture<'static, ()>,
+    /// Where the artifact bundle goes; without one, artifacts are not collected.
+    pub artifacts: Option<&'a mut dyn ArtifactSink>,
 }
 
 /// The session could not be run safely.
@@ -85,6 +88,8 @@ impl Orchestrator {
     pub async fn run(&self, run: SessionRun<'_>) -> Result<SessionResult, OrchestratorError> {
         let clock = self.clock_for(&run.session);
         let mut driver = Driver::new(self, clock, &run.session, run.plan, run.audit, run.listener);
+        // Re-borrowed for the driver's (shorter) lifetime.
+        driver.artifact_sink = run.artifacts.map(|sink| -> &mut dyn ArtifactSink { sink });
         let outcome = driver.drive(run.cancel).await;
         driver.finish(outcome).await
     }
@@ -113,6 +118,10 @@ struct Driver<'a> {
     denied: BTreeMap<(String, u16), DeniedEgress>,
     steps: Vec<StepResult>,
     warnings: Vec<String>,
+    artifact_sink: Option<&'a mut dyn ArtifactSink>,
+    artifacts: Vec<crate::artifact::ArtifactFile>,
+    artifacts_skipped: Vec<crate::artifact::SkippedArtifact>,
+    artifacts_location: Option<String>,
 }
 
 enum Outcome {
@@ -152,6 +161,10 @@ impl<'a> Driver<'a> {
             denied: BTreeMap::new(),
             steps: Vec::new(),
             warnings: plan.warnings.clone(),
+            artifact_sink: None,
+            artifacts: Vec::new(),
+            artifacts_skipped: Vec::new(),
+            artifacts_location: None,
         }
     }
 
@@ -250,11 +263,45 @@ impl<'a> Driver<'a> {
             self.handle(event);
         }
         self.flush_lines();
+        if observed.is_ok() {
+            self.collect_artifacts(&handle).await;
+        }
         Outcome::Observed(
             observed.unwrap_or_else(|e: BackendError| {
                 Observation::from_exit(ExitObservation::Lost { detail: e.to_string() })
             }),
         )
+    }
+
+    /// Copies out the plan's artifacts (capped by the policy) before teardown.
+    async fn collect_artifacts(&mut self, handle: &RunHandle) {
+        if self.plan.artifacts.is_empty() || self.artifact_sink.is_none() {
+            return;
+        }
+        let raw = match self.backend().collect_artifacts(handle, &self.plan.artifacts).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.warnings.push(format!("artifacts could not be collected: {e}"));
+                return;
+            }
+        };
+        if raw.is_empty() {
+            return;
+        }
+        let bundle = crate::artifact::bundle(&raw, self.plan.artifact_bytes_max);
+        self.record(AuditEvent::ArtifactsCollected {
+            files: bundle.files.iter().map(|f| f.path.clone()).collect(),
+            bytes: bundle.files.iter().map(|f| f.bytes).sum(),
+            skipped: bundle.skipped.iter().map(|s| format!("{}: {}", s.path, s.reason)).collect(),
+        });
+        if let Some(sink) = self.artifact_sink.as_mut() {
+            match sink.store(&bundle) {
+                Ok(location) => self.artifacts_location = Some(location),
+                Err(e) => self.warnings.push(format!("artifacts could not be stored: {e}")),
+            }
+        }
+        self.artifacts = bundle.files;
+        self.artifacts_skipped = bundle.skipped;
     }
 
     fn order_kill(&mut self, reason: KillReason, detail: String) {
@@ -477,6 +524,9 @@ impl<'a> Driver<'a> {
             log_bytes: self.log_bytes,
             log_truncated: self.log_truncated,
             steps: std::mem::take(&mut self.steps),
+            artifacts: std::mem::take(&mut self.artifacts),
+            artifacts_skipped: std::mem::take(&mut self.artifacts_skipped),
+            artifacts_location: self.artifacts_location.take(),
             warnings: std::mem::take(&mut self.warnings),
         };
         self.publish(SessionEvent::Status { status });

@@ -40,6 +40,8 @@ pub struct Plan {
     pub quotas: Quotas,
     /// Workspace-relative paths to copy out.
     pub artifacts: Vec<String>,
+    /// Most bytes of artifact content kept (from the policy).
+    pub artifact_bytes_max: u64,
     /// Warnings a user should see (e.g. weaker isolation).
     pub warnings: Vec<String>,
     /// The simulator's behaviour model, if the spec has one. Not part of the digest.

@@ -103,6 +103,7 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
             .collect(),
         quotas,
         artifacts: body.artifacts.iter().map(|a| a.to_string()).collect(),
+        artifact_bytes_max: policy.artifact_bytes,
         warnings,
         simulate: body.simulate.clone(),
     };

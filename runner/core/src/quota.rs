@@ -52,6 +52,8 @@ pub struct Policy {
     pub min: Quotas,
     /// Image used when the spec names none.
     pub default_image: String,
+    /// Most bytes of artifact content copied out of one session.
+    pub artifact_bytes: u64,
     /// Isolation level to plan for. Anything but gVisor is weaker and needs
     /// `permit_weaker_isolation`.
     pub isolation: Isolation,
@@ -90,6 +92,7 @@ impl Default for Policy {
                 log_bytes: 1_024,
             },
             default_image: "enclave/base:latest".to_owned(),
+            artifact_bytes: 64 << 20,
             isolation: Isolation::Gvisor,
             permit_weaker_isolation: false,
         }

@@ -51,6 +51,12 @@ pub struct SessionResult {
     pub log_truncated: bool,
     /// Steps that ran, in order.
     pub steps: Vec<StepResult>,
+    /// Artifact files copied out.
+    pub artifacts: Vec<crate::artifact::ArtifactFile>,
+    /// Artifact entries left out, with why.
+    pub artifacts_skipped: Vec<crate::artifact::SkippedArtifact>,
+    /// Where the artifact bundle was stored, if any.
+    pub artifacts_location: Option<String>,
     /// Warnings shown to the user.
     pub warnings: Vec<String>,
 }

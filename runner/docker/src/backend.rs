@@ -12,19 +12,22 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
 };
 use enclave_core::{
     Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Isolation, Observation, Plan,
-    Program, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
+    Program, RawArtifact, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
 };
 use enclave_spec::EgressMode;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
 use crate::config::DockerConfig;
-use crate::container_spec::{Names, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container};
+use crate::container_spec::{
+    Names, WORKSPACE, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container,
+};
 use crate::error::DockerError;
 use crate::labels;
 use crate::usage::{Usage, UsageReader};
@@ -61,7 +64,7 @@ pub fn capabilities() -> Capabilities {
         disk_kill_reason: Support::Enforced,
         log_limit: Support::Enforced,
         clone: Support::NotYet,
-        artifacts: Support::NotYet,
+        artifacts: Support::Enforced,
     }
 }
 
@@ -352,6 +355,34 @@ impl Backend for DockerBackend {
             failed_step,
             exit,
         })
+    }
+
+    async fn collect_artifacts(&self, handle: &RunHandle, paths: &[String]) -> Result<Vec<RawArtifact>, BackendError> {
+        let run = self.run(&handle.session)?;
+        let mut raw = Vec::new();
+        for path in paths {
+            // Docker archives links as links (it never follows them); the orchestrator
+            // drops those that point outside the workspace.
+            let options = DownloadFromContainerOptionsBuilder::default().path(&format!("{WORKSPACE}/{path}")).build();
+            let mut stream = self.docker.download_from_container(&run.container, Some(options));
+            let mut archive = Vec::new();
+            let mut failure = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => archive.extend_from_slice(&bytes),
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                        failure = Some("not found in the workspace".to_owned());
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(format!("could not be read: {e}"));
+                        break;
+                    }
+                }
+            }
+            raw.push(RawArtifact { requested: path.clone(), archive: failure.map_or(Ok(archive), Err) });
+        }
+        Ok(raw)
     }
 
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {

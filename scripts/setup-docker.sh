@@ -75,6 +75,14 @@ else
         say "starting docker.service"
         systemctl start docker
     else
+        # A daemon killed without cleanup (e.g. when a CI job ends) leaves pid files that
+        # make the next start fail ("pid file found"); drop them unless the pid is alive.
+        for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+            if [ -f "$pidfile" ] && ! ps -p "$(cat "$pidfile")" -o comm= 2>/dev/null | grep -qE '^(dockerd|containerd)$'; then
+                say "removing stale $pidfile"
+                rm -f "$pidfile"
+            fi
+        done
         say "starting dockerd (log: /var/log/enclave-dockerd.log)"
         nohup dockerd >/var/log/enclave-dockerd.log 2>&1 &
     fi
@@ -83,7 +91,11 @@ else
         sleep 1
     done
 fi
-docker info >/dev/null 2>&1 || { echo "setup-docker: dockerd did not come up" >&2; exit 1; }
+if ! docker info >/dev/null 2>&1; then
+    echo "setup-docker: dockerd did not come up; its log ends with:" >&2
+    tail -n 20 /var/log/enclave-dockerd.log >&2 2>/dev/null || true
+    exit 1
+fi
 docker info --format '{{json .Runtimes}}' | grep -q enclave-runsc \
     || { echo "setup-docker: dockerd does not list the enclave-runsc runtime" >&2; exit 1; }
 

@@ -12,9 +12,9 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use enclave_core::{
     Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Isolation, Observation, Plan,
@@ -242,6 +242,21 @@ impl DockerBackend {
     }
 }
 
+/// Sets `seen` when Docker reports an `oom` event for the container.
+async fn watch_oom_events(docker: Docker, container: String, seen: Arc<std::sync::atomic::AtomicBool>) {
+    let filters = HashMap::from([
+        ("type", vec!["container".to_owned()]),
+        ("event", vec!["oom".to_owned()]),
+        ("container", vec![container]),
+    ]);
+    let mut events = docker.events(Some(EventsOptionsBuilder::default().filters(&filters).build()));
+    while let Some(event) = events.next().await {
+        if event.is_ok() {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// Samples usage until told to stop; reports pids and disk signals as they appear.
 async fn sample_usage(
     reader: UsageReader,
@@ -319,6 +334,10 @@ impl Backend for DockerBackend {
     async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
         let run = self.run(&handle.session)?;
         let reader = UsageReader::new(&self.config.cgroup_root, &run.container, run.volumes.clone());
+        // Docker's `oom` events: OOMKilled alone misses the kill when the event comes after
+        // `die` (a race seen in ~4 % of runs under load), the event stream does not.
+        let oom_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let oom_watch = tokio::spawn(watch_oom_events(self.docker.clone(), run.container.clone(), oom_seen.clone()));
         let (stop, stopped) = watch::channel(false);
         let sampler = tokio::spawn(sample_usage(reader, run.events.clone(), self.config.sample_interval, stopped));
         // The program ends on its own, or is cut short by a kill or by the sandbox dying
@@ -337,19 +356,26 @@ impl Backend for DockerBackend {
 
         let killed = *run.killed.borrow();
         let container_died = state.as_ref().is_some_and(|s| s.running != Some(true));
-        let docker_oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-        let exit = if killed || (container_died && state.as_ref().and_then(|s| s.exit_code) == Some(137)) {
+        let sandbox_137 = container_died && state.as_ref().and_then(|s| s.exit_code) == Some(137);
+        let mut docker_oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false) || usage.oom_kills > 0;
+        if sandbox_137 && !docker_oom && !killed {
+            // The `oom` event can trail `die` by tens of milliseconds.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        oom_watch.abort();
+        docker_oom |= oom_seen.load(std::sync::atomic::Ordering::SeqCst);
+        let exit = if killed || sandbox_137 {
             ExitObservation::Signaled { signal: 9 }
         } else {
             let code = last.or_else(|| state.as_ref().and_then(|s| s.exit_code)).unwrap_or(137);
             ExitObservation::Exited { code: i32::try_from(code).unwrap_or(i32::MAX) }
         };
-        let failed = !matches!(exit, ExitObservation::Exited { code: 0 });
         Ok(Observation {
-            // Under gVisor Docker's OOMKilled flag is not reliable: a failed allocation can
-            // end the workload with its own exit code. Memory use that reached the limit
-            // on a run that did not succeed counts as an OOM kill too.
-            oom_killed: docker_oom || usage.oom_kills > 0 || (failed && usage.memory_at_limit()),
+            // A memory breach kills the whole gVisor sandbox (137). It is an OOM kill when
+            // Docker says so (flag or event), the kernel counted one in the cgroup, or the
+            // sandbox died with 137 that Enclave did not order while memory sat at the
+            // limit. Memory at the limit alone is not enough: page cache fills it too.
+            oom_killed: docker_oom || (sandbox_137 && !killed && usage.memory_at_limit()),
             pids_limit_hit: usage.pids_limit_hits > 0,
             disk_full: usage.disk_full,
             failed_step,

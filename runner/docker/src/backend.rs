@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -243,7 +244,7 @@ impl DockerBackend {
 }
 
 /// Sets `seen` when Docker reports an `oom` event for the container.
-async fn watch_oom_events(docker: Docker, container: String, seen: Arc<std::sync::atomic::AtomicBool>) {
+async fn watch_oom_events(docker: Docker, container: String, seen: Arc<AtomicBool>) {
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
         ("event", vec!["oom".to_owned()]),
@@ -252,18 +253,16 @@ async fn watch_oom_events(docker: Docker, container: String, seen: Arc<std::sync
     let mut events = docker.events(Some(EventsOptionsBuilder::default().filters(&filters).build()));
     while let Some(event) = events.next().await {
         if event.is_ok() {
-            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            seen.store(true, Ordering::SeqCst);
         }
     }
 }
 
-/// Samples usage until told to stop; reports pids and disk signals as they appear.
-async fn sample_usage(
-    reader: UsageReader,
-    events: BackendEvents,
-    every: std::time::Duration,
-    mut stop: watch::Receiver<bool>,
-) -> Usage {
+/// Samples usage until told to stop; reports pids and disk signals as they appear. Runs
+/// on its own OS thread: a pids breach crashes the sandbox within a second and its cgroup
+/// (with the only evidence) vanishes tens of milliseconds later, so the sampler must not
+/// wait behind busy async tasks.
+fn sample_usage(reader: UsageReader, events: BackendEvents, every: std::time::Duration, stop: &AtomicBool) -> Usage {
     let mut seen = Usage::default();
     let (mut pids_reported, mut disk_reported) = (false, false);
     loop {
@@ -276,10 +275,10 @@ async fn sample_usage(
             disk_reported = true;
             let _ = events.unbounded_send(BackendEvent::DiskFull);
         }
-        tokio::select! {
-            _ = stop.changed() => return seen.merge(reader.read()),
-            () = tokio::time::sleep(every) => {}
+        if stop.load(Ordering::SeqCst) {
+            return seen;
         }
+        std::thread::sleep(every);
     }
 }
 
@@ -336,10 +335,13 @@ impl Backend for DockerBackend {
         let reader = UsageReader::new(&self.config.cgroup_root, &run.container, run.volumes.clone());
         // Docker's `oom` events: OOMKilled alone misses the kill when the event comes after
         // `die` (a race seen in ~4 % of runs under load), the event stream does not.
-        let oom_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let oom_seen = Arc::new(AtomicBool::new(false));
         let oom_watch = tokio::spawn(watch_oom_events(self.docker.clone(), run.container.clone(), oom_seen.clone()));
-        let (stop, stopped) = watch::channel(false);
-        let sampler = tokio::spawn(sample_usage(reader, run.events.clone(), self.config.sample_interval, stopped));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (events, every, stop) = (run.events.clone(), self.config.sample_interval, stop.clone());
+            tokio::task::spawn_blocking(move || sample_usage(reader, events, every, &stop))
+        };
         // The program ends on its own, or is cut short by a kill or by the sandbox dying
         // (an exec attached to a dead gVisor sandbox may never see end-of-stream).
         let mut killed = run.killed.subscribe();
@@ -350,7 +352,7 @@ impl Backend for DockerBackend {
             _ = sandbox_exit.next() => None,
         };
         let state = self.docker.inspect_container(&run.container, None).await.ok().and_then(|c| c.state);
-        let _ = stop.send(true);
+        stop.store(true, Ordering::SeqCst);
         let usage = sampler.await.unwrap_or_default();
         let (last, failed_step) = program.transpose()?.unwrap_or((None, None));
 
@@ -363,7 +365,7 @@ impl Backend for DockerBackend {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
         oom_watch.abort();
-        docker_oom |= oom_seen.load(std::sync::atomic::Ordering::SeqCst);
+        docker_oom |= oom_seen.load(Ordering::SeqCst);
         let exit = if killed || sandbox_137 {
             ExitObservation::Signaled { signal: 9 }
         } else {

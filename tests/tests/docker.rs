@@ -431,3 +431,25 @@ fn docker_artifacts_are_copied_out_without_following_links_and_capped() {
     assert!(out.audit.iter().any(|r| r.event.type_name() == "artifacts_collected"));
     assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
 }
+
+#[test]
+fn docker_reaps_sessions_whose_owner_process_is_gone_and_keeps_live_ones() {
+    let rt = runtime();
+    let scope = format!("owner-test-{}", std::process::id());
+    // A pid far above pid_max: no such process can exist.
+    let dead = DockerConfig { scope: scope.clone(), owner_pid: 999_999_999, ..DockerConfig::default() };
+    let Some(dead_owner) = backend(&rt, dead) else { return };
+    let Some(this_process) = backend(&rt, DockerConfig { scope, ..DockerConfig::default() }) else { return };
+    let plan = spec("abandoned", "  command: [sleep, \"600\"]\n");
+    let (abandoned, live) = (session_id("abandoned"), session_id("alive"));
+    let (events, _rx1) = futures::channel::mpsc::unbounded();
+    rt.block_on(dead_owner.launch(&abandoned, &plan, &NoSecrets, events)).unwrap();
+    let (events, _rx2) = futures::channel::mpsc::unbounded();
+    rt.block_on(this_process.launch(&live, &plan, &NoSecrets, events)).unwrap();
+    let reaped = rt.block_on(this_process.reap_abandoned()).unwrap();
+    assert_eq!(reaped, vec![abandoned.clone()]);
+    assert_eq!(leftovers(&rt, &this_process, &abandoned), Vec::<String>::new());
+    assert_eq!(leftovers(&rt, &this_process, &live).len(), 3, "the live session is untouched");
+    rt.block_on(this_process.teardown(&live)).unwrap();
+    assert_eq!(leftovers(&rt, &this_process, &live), Vec::<String>::new());
+}

@@ -78,7 +78,18 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
     let backend: Arc<dyn enclave_core::Backend> = match args.backend {
         BackendKind::Sim => Arc::new(SimBackend::new()),
         BackendKind::Docker => match runtime.block_on(enclave_docker::DockerBackend::connect(Default::default())) {
-            Ok(backend) => Arc::new(backend),
+            Ok(backend) => {
+                // Sessions left behind by an enclave process that died are removed first.
+                match runtime.block_on(backend.reap_abandoned()) {
+                    Ok(reaped) if !reaped.is_empty() && args.output == RunFormat::Text => {
+                        let ids: Vec<String> = reaped.iter().map(ToString::to_string).collect();
+                        println!("reaped {} abandoned session(s): {}", reaped.len(), ids.join(", "));
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("warning: could not reap abandoned sessions: {e}"),
+                }
+                Arc::new(backend)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 if let Some(cause) = std::error::Error::source(&e) {

@@ -128,6 +128,38 @@ impl DockerBackend {
         Ok(found)
     }
 
+    /// Reaps sessions of this scope whose owning Enclave process no longer exists (it
+    /// crashed or was killed mid-session). Sessions of live processes are left alone, so
+    /// concurrent `enclave run` processes never tear down each other's sessions.
+    pub async fn reap_abandoned(&self) -> Result<Vec<SessionId>, BackendError> {
+        let filter = labels::managed_filter(&self.config.scope);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("container list"))?;
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("volume list"))?;
+        let label_sets = containers
+            .into_iter()
+            .filter_map(|c| c.labels)
+            .chain(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels));
+        let mut live = Vec::new();
+        for labels in label_sets {
+            let owner_alive = labels
+                .get(labels::OWNER_PID)
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if let (true, Some(Ok(session))) = (owner_alive, labels.get(labels::SESSION).map(SessionId::new)) {
+                live.push(session);
+            }
+        }
+        self.reap_orphans(&live).await
+    }
+
     fn run(&self, session: &SessionId) -> Result<Arc<Run>, BackendError> {
         self.runs
             .lock()
@@ -164,7 +196,7 @@ impl DockerBackend {
             name: Some(name.to_owned()),
             driver: Some("local".to_owned()),
             driver_opts: Some(tmpfs_volume_options(size, enclave_core::WORKLOAD_UID)),
-            labels: Some(labels::for_session(session, role, &self.config.scope)),
+            labels: Some(labels::for_session(session, role, &self.config.scope, self.config.owner_pid)),
             ..Default::default()
         };
         self.docker.create_volume(request).await.map_err(DockerError::call("volume create"))?;

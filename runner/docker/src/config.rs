@@ -12,6 +12,8 @@ pub struct DockerConfig {
     /// The owner label of everything this instance creates; the orphan reaper only
     /// removes resources of its own scope.
     pub scope: String,
+    /// The pid recorded as the owner of new sessions (this process by default).
+    pub owner_pid: u32,
 }
 
 impl Default for DockerConfig {
@@ -23,6 +25,7 @@ impl Default for DockerConfig {
             sample_interval: std::time::Duration::from_millis(10),
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
             scope: "default".to_owned(),
+            owner_pid: std::process::id(),
         }
     }
 }

@@ -102,7 +102,7 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
         env: Some(Vec::new()),
         working_dir: Some(WORKSPACE.to_owned()),
         network_disabled: Some(c.network == NetworkMode::None),
-        labels: Some(labels::for_session(session, "workload", &config.scope)),
+        labels: Some(labels::for_session(session, "workload", &config.scope, config.owner_pid)),
         host_config: Some(host_config),
         attach_stdin: Some(false),
         tty: Some(false),

@@ -24,5 +24,5 @@ pub use config::DockerConfig;
 pub use connect::{MIN_API, connect};
 pub use container_spec::{Names, WORKSPACE, workload_container};
 pub use error::DockerError;
-pub use labels::{MANAGED, ROLE, SCOPE, SESSION};
+pub use labels::{MANAGED, OWNER_PID, ROLE, SCOPE, SESSION};
 pub use usage::{Usage, UsageReader};

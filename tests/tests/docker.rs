@@ -453,3 +453,22 @@ fn docker_reaps_sessions_whose_owner_process_is_gone_and_keeps_live_ones() {
     rt.block_on(this_process.teardown(&live)).unwrap();
     assert_eq!(leftovers(&rt, &this_process, &live), Vec::<String>::new());
 }
+
+#[test]
+fn docker_a_step_past_its_timeout_is_deadline_exceeded() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let plan = spec(
+        "steptimeout",
+        "  steps:\n    - name: quick\n      run: \"true\"\n    - name: hangs\n      run: sleep 600\n      timeout: 1s\n    - name: never\n      run: echo must-not-run\n  quotas:\n    deadline: 5m\n",
+    );
+    let out = run(&rt, backend.clone(), &plan, Arc::new(NoSecrets), None);
+    match &out.result.status {
+        SessionStatus::Killed { reason: KillReason::DeadlineExceeded, detail } => {
+            assert!(detail.contains("\"hangs\""), "{detail}")
+        }
+        other => panic!("expected the step timeout to kill the session, got {other:?}"),
+    }
+    assert!(!out.stdout().iter().any(|l| l.contains("must-not-run")));
+    assert_eq!(leftovers(&rt, &backend, &out.result.session), Vec::<String>::new());
+}

@@ -49,6 +49,13 @@ pub enum BackendEvent {
         /// Duration.
         duration_ms: u64,
     },
+    /// A step ran past its own `timeout` (the orchestrator kills on it).
+    StepTimedOut {
+        /// Step name.
+        name: String,
+        /// The step's timeout.
+        timeout_ms: u64,
+    },
     /// Raw output from the workload.
     Output {
         /// Stream.

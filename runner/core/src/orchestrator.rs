@@ -384,6 +384,10 @@ impl<'a> Driver<'a> {
                 });
                 self.publish(SessionEvent::Binding { binding, method, path, allowed, status });
             }
+            BackendEvent::StepTimedOut { name, timeout_ms } => self.order_kill(
+                KillReason::DeadlineExceeded,
+                format!("step {name:?} ran past its timeout of {}", enclave_spec::DurationMs(timeout_ms)),
+            ),
             BackendEvent::PidsLimitHit => self
                 .order_kill(KillReason::PidsExceeded, format!("process limit of {} exhausted", self.plan.quotas.pids)),
             BackendEvent::DiskFull => self.order_kill(

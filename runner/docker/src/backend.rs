@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -257,7 +257,21 @@ impl DockerBackend {
                     let _ = run.events.unbounded_send(BackendEvent::StepStarted { name: step.name.clone() });
                     let started = Instant::now();
                     let cmd = vec!["sh".to_owned(), "-c".to_owned(), step.run.clone()];
-                    last = self.exec(run, cmd, env_list(&phase.env, Some(&step.env))).await?;
+                    let exec = self.exec(run, cmd, env_list(&phase.env, Some(&step.env)));
+                    last = match step.timeout_ms {
+                        None => exec.await?,
+                        Some(timeout_ms) => match tokio::time::timeout(Duration::from_millis(timeout_ms), exec).await {
+                            Ok(result) => result?,
+                            Err(_) => {
+                                // The orchestrator decides to kill on this; wait for it.
+                                let _ = run
+                                    .events
+                                    .unbounded_send(BackendEvent::StepTimedOut { name: step.name.clone(), timeout_ms });
+                                futures::future::pending::<()>().await;
+                                None
+                            }
+                        },
+                    };
                     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     let code = last.and_then(|c| i32::try_from(c).ok()).unwrap_or(137);
                     let _ = run.events.unbounded_send(BackendEvent::StepFinished {

@@ -15,7 +15,6 @@ use enclave_core::{
     verify_jsonl,
 };
 use enclave_sim::{SimBackend, WallClock};
-use futures::FutureExt as _;
 
 fn examples() -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sessions");
@@ -70,10 +69,7 @@ fn main() {
         let mut count = 0usize;
         let mut listener = |_: &TimedEvent| count += 1;
         let clock = orchestrator.clock_for(&session);
-        let cancel = match enclave_sim::modelled_cancel(&planned) {
-            Some(after) => clock.sleep(after),
-            None => futures::future::pending().boxed(),
-        };
+        let cancel = enclave_sim::modelled_cancel_or_never(&planned, clock.as_ref());
         let result = runtime
             .block_on(orchestrator.run(SessionRun {
                 session,

@@ -12,7 +12,6 @@ use enclave_core::{
     SessionStatus, TimedEvent, to_jsonl_line, verify_jsonl,
 };
 use enclave_sim::{SimBackend, WallClock};
-use futures::FutureExt as _;
 
 fn examples() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/sessions");
@@ -60,10 +59,7 @@ fn run_on_sim(file: &str, bytes: &[u8], index: usize) -> Run {
     let mut events = Vec::new();
     let mut listener = |e: &TimedEvent| events.push(e.clone());
     let clock = orchestrator.clock_for(&session);
-    let cancel = match enclave_sim::modelled_cancel(&plan) {
-        Some(after) => clock.sleep(after),
-        None => futures::future::pending().boxed(),
-    };
+    let cancel = enclave_sim::modelled_cancel_or_never(&plan, clock.as_ref());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let result = runtime
         .block_on(orchestrator.run(SessionRun {

@@ -40,7 +40,7 @@ pub use egress::{
 };
 pub use event::{BackendEvent, BackendEvents, SessionEvent, Stream, TimedEvent};
 pub use kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
-pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun, handle_for};
+pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun};
 pub use plan::{
     BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT,
     Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,

@@ -541,8 +541,3 @@ impl<'a> Driver<'a> {
         }
     }
 }
-
-/// Makes the handle of a session that never launched, for teardown by label.
-pub fn handle_for(session: &SessionId) -> RunHandle {
-    RunHandle { session: session.clone(), id: String::new() }
-}

@@ -89,9 +89,10 @@ struct PlanArgs {
     /// The spec file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Format::Text)]
-    output: Format,
+    /// Output format: `text`, `json` (the plan document), or `k8s` (the Kubernetes
+    /// objects the kube backend creates, as multi-document YAML, without any secret).
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+    output: PlanFormat,
     #[command(flatten)]
     isolation: IsolationArg,
 }
@@ -156,6 +157,13 @@ enum Format {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    K8s,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RunFormat {
     Text,
     Json,
@@ -193,9 +201,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate(args) => spec_input::validate(&args.files, args.output == Format::Json),
-        Command::Plan(args) => {
-            plan_text::plan_command(&args.file, args.output == Format::Json, &args.isolation.policy())
-        }
+        Command::Plan(args) => plan_text::plan_command(&args.file, args.output, &args.isolation.policy()),
         Command::Run(args) => run_cmd::run_command(&args),
         Command::Audit(AuditCommand::Verify { file, digest, output }) => {
             audit_cmd::verify(&file, digest.as_deref(), output == Format::Json)

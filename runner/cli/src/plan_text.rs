@@ -6,7 +6,7 @@ use std::path::Path;
 use enclave_core::{AddressClass, Isolation, NetworkMode, Phase, Plan, Policy, Program};
 use enclave_spec::{ByteSize, DurationMs, EgressMode, Millicores};
 
-use crate::{exit, spec_input};
+use crate::{PlanFormat, exit, spec_input};
 
 /// Parses and plans a spec file, printing a plan error with its position.
 pub(crate) fn load_plan(path: Option<&Path>, policy: &Policy) -> Result<Plan, u8> {
@@ -18,15 +18,21 @@ pub(crate) fn load_plan(path: Option<&Path>, policy: &Policy) -> Result<Plan, u8
 }
 
 /// `enclave plan`.
-pub(crate) fn plan_command(path: &Path, json: bool, policy: &Policy) -> u8 {
+pub(crate) fn plan_command(path: &Path, format: PlanFormat, policy: &Policy) -> u8 {
     let plan = match load_plan(Some(path), policy) {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
-    } else {
-        print!("{}", render(&plan));
+    match format {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default()),
+        PlanFormat::Text => print!("{}", render(&plan)),
+        PlanFormat::K8s => match enclave_kube::render_plan(&plan, &enclave_kube::KubeConfig::default()) {
+            Ok(yaml) => print!("{yaml}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
     }
     exit::OK
 }

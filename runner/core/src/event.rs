@@ -104,6 +104,9 @@ pub enum BackendEvent {
     PidsLimitHit,
     /// The workspace or /tmp filled up (the orchestrator kills on it).
     DiskFull,
+    /// The platform's own deadline fired first (a Kubernetes Job's
+    /// `activeDeadlineSeconds`); the orchestrator kills on it as on its own deadline.
+    DeadlineReached,
 }
 
 /// Sender half given to a backend at launch.

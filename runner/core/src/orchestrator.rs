@@ -390,6 +390,10 @@ impl<'a> Driver<'a> {
             ),
             BackendEvent::PidsLimitHit => self
                 .order_kill(KillReason::PidsExceeded, format!("process limit of {} exhausted", self.plan.quotas.pids)),
+            BackendEvent::DeadlineReached => self.order_kill(
+                KillReason::DeadlineExceeded,
+                format!("deadline of {} reached", enclave_spec::DurationMs(self.plan.quotas.deadline_ms)),
+            ),
             BackendEvent::DiskFull => self.order_kill(
                 KillReason::DiskExceeded,
                 format!("workspace or /tmp full ({} each)", enclave_spec::ByteSize(self.plan.quotas.disk_bytes)),

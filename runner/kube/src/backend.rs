@@ -1,0 +1,474 @@
+//! The Kubernetes backend: creates a session's objects in order, watches its Job and
+//! pod, streams the workload's log, reports what the API says, and deletes everything
+//! by label.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use enclave_core::{
+    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Observation, Plan, RunHandle,
+    SecretStore, SessionId, Stream, Support, TeardownReport,
+};
+use futures::{AsyncReadExt as _, StreamExt as _};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource, ResourceExt as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::config::KubeConfig;
+use crate::error::KubeError;
+use crate::labels;
+use crate::manifests::{CredentialSource, SessionManifests};
+use crate::observe::{CloneState, job_deadline_exceeded, observe_pod};
+use crate::pod::WORKLOAD_CONTAINER;
+use crate::retry::with_retries;
+
+/// How long the log stream may trail the pod's end before the run is reported.
+const LOG_DRAIN: Duration = Duration::from_secs(10);
+/// How long teardown waits for a session's pods to go before it removes the
+/// NetworkPolicy that confines them.
+const POD_GONE_POLLS: u32 = 50;
+const POD_GONE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Runs sessions as Jobs on a Kubernetes cluster.
+pub struct KubeBackend {
+    client: Client,
+    config: KubeConfig,
+    runs: Mutex<HashMap<SessionId, Arc<Run>>>,
+}
+
+struct Run {
+    job: String,
+    has_clone: bool,
+    events: BackendEvents,
+    /// Set once by `kill`; the wait loop then reads a vanished pod as the kill's doing.
+    killed: watch::Sender<bool>,
+}
+
+/// What the Kubernetes backend enforces. "Enforced" here means: set in every manifest
+/// (unit- and golden-tested, schema- and policy-checked) and read back from the API's
+/// status (tested against a fake API server); docs/kubernetes.md says what has not been
+/// exercised on a real cluster.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        executes_code: true,
+        gvisor: Support::Enforced,
+        hardened_container: Support::Enforced,
+        egress_deny: Support::Enforced,
+        // Routed to the egress proxy by NetworkPolicy; the proxy itself is not built yet.
+        egress_allowlist: Support::NotYet,
+        bindings: Support::NotYet,
+        deadline: Support::Enforced,
+        memory_kill_reason: Support::Enforced,
+        // A PodSpec cannot set a pids limit (only the kubelet's node-wide podPidsLimit),
+        // and the API reports no fork failure: the reason cannot be derived.
+        pids_kill_reason: Support::NotDerivable,
+        disk_kill_reason: Support::Enforced,
+        log_limit: Support::Enforced,
+        // The credential stays in the init container; the clone's network reach goes
+        // through the egress proxy, which is not built yet.
+        clone: Support::NotYet,
+        artifacts: Support::NotYet,
+    }
+}
+
+impl KubeBackend {
+    /// A backend on `client` (from a kubeconfig, in-cluster config, or a test service).
+    pub fn new(client: Client, config: KubeConfig) -> Self {
+        Self { client, config, runs: Mutex::new(HashMap::new()) }
+    }
+
+    /// A backend using the ambient configuration (in-cluster service account, or
+    /// `KUBECONFIG`/`~/.kube/config`).
+    pub async fn from_environment(config: KubeConfig) -> Result<Self, BackendError> {
+        let client = Client::try_default().await.map_err(|e| BackendError::Infra {
+            message: "no Kubernetes configuration found (in-cluster or kubeconfig)".to_owned(),
+            source: Some(Box::new(e)),
+        })?;
+        Ok(Self::new(client, config))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KubeConfig {
+        &self.config
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn run(&self, session: &SessionId) -> Result<Arc<Run>, BackendError> {
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(session)
+            .cloned()
+            .ok_or_else(|| BackendError::Unsupported(format!("session {session} is not running here")))
+    }
+
+    /// Creates `object`; an object of that name that already carries this session's
+    /// label is one an earlier attempt created (its response was lost) and counts.
+    async fn create<K>(&self, object: &K, session: &SessionId) -> Result<(), KubeError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let api: Api<K> = self.api();
+        let name = object.meta().name.clone().unwrap_or_default();
+        let described = format!("{}/{name}", K::kind(&()));
+        let api_error = |operation, source| KubeError::Api { operation, object: described.clone(), source };
+        let post = PostParams::default();
+        match with_retries(|| api.create(&post, object)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                let existing = with_retries(|| api.get(&name)).await.map_err(|e| api_error("get", e))?;
+                if existing.labels().get(labels::SESSION).map(String::as_str) == Some(session.as_str()) {
+                    Ok(())
+                } else {
+                    Err(api_error("create", kube::Error::Api(status)))
+                }
+            }
+            Err(e) => Err(api_error("create", e)),
+        }
+    }
+
+    /// Deletes every object of kind `K` matching `selector`, recording each.
+    async fn delete_matching<K>(
+        &self,
+        selector: &str,
+        params: &DeleteParams,
+        report: &mut TeardownReport,
+    ) -> Result<(), KubeError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        let api: Api<K> = self.api();
+        let kind = K::kind(&()).to_ascii_lowercase();
+        let list_params = ListParams::default().labels(selector);
+        let list = with_retries(|| api.list(&list_params)).await.map_err(|source| KubeError::Api {
+            operation: "list",
+            object: kind.clone(),
+            source,
+        })?;
+        for object in list {
+            let name = object.name_any();
+            match with_retries(|| api.delete(&name, params)).await {
+                Ok(_) => report.removed.push(format!("{kind}:{name}")),
+                // Gone already (the Job's deletion took its pod): nothing to remove.
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(e) => report.failed.push(format!("{kind}:{name}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn session_pods(&self, session: &SessionId) -> Result<Vec<Pod>, KubeError> {
+        let api: Api<Pod> = self.api();
+        let selector = labels::session_selector(session);
+        let params = ListParams::default().labels(&selector);
+        with_retries(|| api.list(&params)).await.map(|l| l.items).map_err(|source| KubeError::Api {
+            operation: "list",
+            object: "pod".to_owned(),
+            source,
+        })
+    }
+
+    /// Sessions (by label) that have any object of kind `K` in this scope.
+    async fn sessions_with<K>(&self, found: &mut BTreeSet<String>) -> Result<(), KubeError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        let api: Api<K> = self.api();
+        let selector = labels::scope_selector(&self.config.scope);
+        let params = ListParams::default().labels(&selector);
+        let list = with_retries(|| api.list(&params)).await.map_err(|source| KubeError::Api {
+            operation: "list",
+            object: K::kind(&()).to_ascii_lowercase(),
+            source,
+        })?;
+        found.extend(list.items.iter().filter_map(|o| o.labels().get(labels::SESSION).cloned()));
+        Ok(())
+    }
+}
+
+/// What the wait loop has reported so far.
+#[derive(Default)]
+struct Progress {
+    clone_started: bool,
+    clone_finished: bool,
+    workload_started: bool,
+    deadline_reported: bool,
+    pod_seen: bool,
+    pod_relisted: bool,
+    job_seen: bool,
+    job_relisted: bool,
+    log_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+enum Step<K> {
+    Object(K),
+    Deleted,
+    Nothing,
+}
+
+/// Folds one watcher event into "an object", "it is gone" or "nothing new". A watch
+/// that dropped and re-listed without the object reports it gone: the watcher only
+/// sees deletions while it is connected.
+fn fold<K>(event: Result<watcher::Event<K>, watcher::Error>, seen: &mut bool, relisted: &mut bool) -> Step<K> {
+    match event {
+        Ok(watcher::Event::Apply(object)) => {
+            *seen = true;
+            Step::Object(object)
+        }
+        Ok(watcher::Event::InitApply(object)) => {
+            *seen = true;
+            *relisted = true;
+            Step::Object(object)
+        }
+        Ok(watcher::Event::Delete(_)) => Step::Deleted,
+        Ok(watcher::Event::Init) => {
+            *relisted = false;
+            Step::Nothing
+        }
+        Ok(watcher::Event::InitDone) if *seen && !*relisted => Step::Deleted,
+        Ok(watcher::Event::InitDone) => Step::Nothing,
+        Err(e) => {
+            // The watcher backs off and reconnects by itself.
+            tracing::warn!(error = %e, "kubernetes watch failed; reconnecting");
+            Step::Nothing
+        }
+    }
+}
+
+fn gone(killed: bool, what: &str) -> Observation {
+    if killed {
+        Observation::from_exit(ExitObservation::Signaled { signal: 9 })
+    } else {
+        Observation::from_exit(ExitObservation::Lost { detail: format!("the session {what} was deleted") })
+    }
+}
+
+impl KubeBackend {
+    /// Reports what a pod object says; returns the observation once the run is over.
+    fn on_pod(&self, run: &Run, pod: &Pod, progress: &mut Progress) -> Option<Observation> {
+        let facts = observe_pod(pod);
+        match facts.clone {
+            Some(CloneState::Started) | Some(CloneState::Finished { .. }) if !progress.clone_started => {
+                progress.clone_started = true;
+                let _ = run.events.unbounded_send(BackendEvent::CloneStarted);
+            }
+            _ => {}
+        }
+        if let Some(CloneState::Finished { ok, detail, .. }) = &facts.clone
+            && !progress.clone_finished
+        {
+            progress.clone_finished = true;
+            let _ = run.events.unbounded_send(BackendEvent::CloneFinished { ok: *ok, detail: detail.clone() });
+        }
+        if facts.workload_started && !progress.workload_started {
+            progress.workload_started = true;
+            let _ = run.events.unbounded_send(BackendEvent::WorkloadStarted);
+            progress.log_task = Some(tokio::spawn(stream_log(self.api(), pod.name_any(), run.events.clone())));
+        }
+        facts.ended
+    }
+}
+
+/// Streams the workload container's log into output events until it ends. The API
+/// merges stdout and stderr into one stream; it is reported as stdout.
+async fn stream_log(pods: Api<Pod>, pod: String, events: BackendEvents) {
+    let params = LogParams { container: Some(WORKLOAD_CONTAINER.to_owned()), follow: true, ..Default::default() };
+    let mut reader = match pods.log_stream(&pod, &params).await {
+        Ok(reader) => Box::pin(reader),
+        Err(e) => {
+            tracing::warn!(error = %e, pod, "workload log could not be streamed");
+            return;
+        }
+    };
+    let mut buffer = vec![0_u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let data = buffer[..n].to_vec();
+                if events.unbounded_send(BackendEvent::Output { stream: Stream::Stdout, data }).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pod, "workload log stream ended early");
+                break;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for KubeBackend {
+    fn name(&self) -> &'static str {
+        "kube"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn launch(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        secrets: &dyn SecretStore,
+        events: BackendEvents,
+    ) -> Result<RunHandle, BackendError> {
+        let manifests = SessionManifests::build(plan, session, &self.config, CredentialSource::Resolve(secrets))?;
+        // Order matters: the pod must never exist without its NetworkPolicy, and the
+        // Secret it mounts must exist before it.
+        self.create(&manifests.network_policy, session).await?;
+        if let Some(secret) = &manifests.clone_secret {
+            self.create(secret, session).await?;
+        }
+        self.create(&manifests.job, session).await?;
+        let job = manifests.job.name_any();
+        let run = Arc::new(Run {
+            job: job.clone(),
+            has_clone: plan.clone_phase().is_some(),
+            events,
+            killed: watch::Sender::new(false),
+        });
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), run);
+        Ok(RunHandle { session: session.clone(), id: job })
+    }
+
+    async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
+        let run = self.run(&handle.session)?;
+        let pod_config = watcher::Config::default().labels(&labels::session_selector(&handle.session));
+        let job_config = watcher::Config::default().fields(&format!("metadata.name={}", run.job));
+        let mut pods = pin!(watcher(self.api::<Pod>(), pod_config).default_backoff());
+        let mut jobs = pin!(watcher(self.api::<Job>(), job_config).default_backoff());
+        let mut killed = run.killed.subscribe();
+        let mut progress = Progress::default();
+        let observation = loop {
+            tokio::select! {
+                Some(event) = pods.next() => {
+                    match fold(event, &mut progress.pod_seen, &mut progress.pod_relisted) {
+                        Step::Object(pod) => {
+                            if let Some(ended) = self.on_pod(&run, &pod, &mut progress) {
+                                break ended;
+                            }
+                        }
+                        Step::Deleted => break gone(*run.killed.borrow(), "pod"),
+                        Step::Nothing => {}
+                    }
+                }
+                Some(event) = jobs.next() => {
+                    match fold(event, &mut progress.job_seen, &mut progress.job_relisted) {
+                        Step::Object(job) => {
+                            if job_deadline_exceeded(&job) && !progress.deadline_reported {
+                                progress.deadline_reported = true;
+                                let _ = run.events.unbounded_send(BackendEvent::DeadlineReached);
+                            }
+                        }
+                        Step::Deleted => break gone(*run.killed.borrow(), "job"),
+                        Step::Nothing => {}
+                    }
+                }
+                // Wakes the loop on a kill so a run with no pod yet still ends.
+                Ok(()) = killed.changed() => {
+                    if !progress.pod_seen && *run.killed.borrow() {
+                        let pods = self.session_pods(&handle.session).await?;
+                        if pods.is_empty() {
+                            break gone(true, "pod");
+                        }
+                    }
+                }
+            }
+        };
+        if run.has_clone && !progress.clone_finished && matches!(observation.exit, ExitObservation::Exited { .. }) {
+            // The pod ended without the clone ever reporting (it was not scheduled).
+            let _ = run
+                .events
+                .unbounded_send(BackendEvent::CloneFinished { ok: false, detail: "clone did not run".into() });
+        }
+        if let Some(task) = progress.log_task.take()
+            && tokio::time::timeout(LOG_DRAIN, task).await.is_err()
+        {
+            tracing::warn!(session = %handle.session, "workload log still open after the pod ended");
+        }
+        Ok(observation)
+    }
+
+    async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
+        let run = self.run(&handle.session)?;
+        run.killed.send_replace(true);
+        let jobs: Api<Job> = self.api();
+        let params = DeleteParams::foreground().grace_period(0);
+        match with_retries(|| jobs.delete(&run.job, &params)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(source) => {
+                return Err(KubeError::Api { operation: "delete", object: format!("Job/{}", run.job), source }.into());
+            }
+        }
+        // The Job's deletion takes its pod with it; deleting the pod as well, without a
+        // grace period, stops the workload now rather than when the collector gets to it.
+        let mut report = TeardownReport::default();
+        self.delete_matching::<Pod>(&labels::session_selector(&handle.session), &params, &mut report).await?;
+        Ok(())
+    }
+
+    async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
+        let selector = labels::session_selector(session);
+        let mut report = TeardownReport::default();
+        let now = DeleteParams::foreground().grace_period(0);
+        self.delete_matching::<Job>(&selector, &now, &mut report).await?;
+        self.delete_matching::<Pod>(&selector, &now, &mut report).await?;
+        self.delete_matching::<Secret>(&selector, &DeleteParams::default(), &mut report).await?;
+        // The NetworkPolicy goes last, and only once no pod of the session is left:
+        // a terminating pod must stay confined.
+        let mut polls = 0;
+        while !self.session_pods(session).await?.is_empty() {
+            polls += 1;
+            if polls >= POD_GONE_POLLS {
+                report.failed.push(format!(
+                    "networkpolicy:{}: kept while the session pod terminates; the orphan reaper removes it",
+                    crate::names::Names::of(session).network_policy
+                ));
+                return Ok(report);
+            }
+            tokio::time::sleep(POD_GONE_INTERVAL).await;
+        }
+        self.delete_matching::<NetworkPolicy>(&selector, &DeleteParams::default(), &mut report).await?;
+        Ok(report)
+    }
+
+    async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
+        let mut found = BTreeSet::new();
+        self.sessions_with::<Job>(&mut found).await?;
+        self.sessions_with::<Pod>(&mut found).await?;
+        self.sessions_with::<Secret>(&mut found).await?;
+        self.sessions_with::<NetworkPolicy>(&mut found).await?;
+        let mut reaped = Vec::new();
+        for id in found {
+            let Ok(session) = SessionId::new(id) else { continue };
+            if live.contains(&session) {
+                continue;
+            }
+            self.teardown(&session).await?;
+            reaped.push(session);
+        }
+        Ok(reaped)
+    }
+}

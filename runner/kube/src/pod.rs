@@ -1,0 +1,253 @@
+//! The session pod: the workload container, the clone init container, their security
+//! contexts, resources and volumes. Pure builders, no API calls.
+
+use std::collections::BTreeMap;
+
+use enclave_core::{Isolation, Plan, Program, SessionId};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::config::KubeConfig;
+use crate::names::Names;
+
+/// Where the workspace is mounted.
+pub const WORKSPACE: &str = "/workspace";
+/// Name of the workload container.
+pub const WORKLOAD_CONTAINER: &str = "workload";
+/// Name of the clone init container.
+pub const CLONE_CONTAINER: &str = "clone";
+/// Where the clone container sees the git credential (a file, never an env var).
+const CREDENTIAL_DIR: &str = "/var/run/enclave/git-credential";
+/// Size of the clone container's own scratch space (`$HOME`, git's temporary files).
+const CLONE_TMP_BYTES: u64 = 64 << 20;
+
+/// The clone script. The URL and ref come in as environment variables, never spliced
+/// into the script. The credential helper reads the token file on demand and is passed
+/// with `git -c`, so nothing about it is written into the cloned repository.
+const CLONE_SCRIPT: &str = r#"set -eu
+cd /workspace
+git init -q .
+git remote add origin "$ENCLAVE_REPO_URL"
+helper=
+if [ -f /var/run/enclave/git-credential/token ]; then
+  helper='!f() { echo username=x-access-token; printf "password=%s\n" "$(cat /var/run/enclave/git-credential/token)"; }; f'
+fi
+git -c credential.helper="$helper" fetch -q --depth 1 origin "${ENCLAVE_REPO_REF:-HEAD}"
+git checkout -q FETCH_HEAD
+"#;
+
+/// The pod spec of a session.
+pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) -> PodSpec {
+    let names = Names::of(session);
+    let disk = plan.quotas.disk_bytes;
+    let mut volumes = vec![empty_dir("workspace", disk), empty_dir("tmp", disk)];
+    let mut init_containers = Vec::new();
+    if let Some(clone) = plan.clone_phase() {
+        volumes.push(empty_dir("clone-tmp", CLONE_TMP_BYTES));
+        let mut env = vec![
+            env_var("ENCLAVE_REPO_URL", &clone.url),
+            env_var("HOME", "/tmp"),
+            env_var("GIT_TERMINAL_PROMPT", "0"),
+            env_var("GIT_CONFIG_NOSYSTEM", "1"),
+        ];
+        if let Some(git_ref) = &clone.git_ref {
+            env.push(env_var("ENCLAVE_REPO_REF", git_ref));
+        }
+        env.extend(proxy_env(config));
+        let mut mounts = vec![mount("workspace", WORKSPACE), mount("clone-tmp", "/tmp")];
+        if clone.credential.is_some() {
+            volumes.push(Volume {
+                name: "git-credential".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names.clone_secret.clone()),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "git-credential".to_owned(),
+                mount_path: CREDENTIAL_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        init_containers.push(Container {
+            name: CLONE_CONTAINER.to_owned(),
+            image: Some(config.clone_image.clone()),
+            image_pull_policy: Some("IfNotPresent".to_owned()),
+            command: Some(vec!["sh".to_owned(), "-c".to_owned(), CLONE_SCRIPT.to_owned()]),
+            env: Some(env),
+            volume_mounts: Some(mounts),
+            resources: Some(resources(plan, CLONE_TMP_BYTES)),
+            security_context: Some(container_security(plan)),
+            working_dir: Some(WORKSPACE.to_owned()),
+            ..Default::default()
+        });
+    }
+    PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        runtime_class_name: match plan.containment.isolation {
+            Isolation::Gvisor => Some(config.runtime_class.clone()),
+            // Explicitly requested weaker isolation: the cluster's default runtime.
+            Isolation::HostKernel => None,
+        },
+        service_account_name: Some(config.service_account.clone()),
+        automount_service_account_token: Some(plan.containment.service_account_token),
+        enable_service_links: Some(false),
+        host_network: Some(false),
+        host_pid: Some(false),
+        host_ipc: Some(false),
+        share_process_namespace: Some(false),
+        // Sessions get no DNS (the proxy is reached by address): no cluster resolver.
+        dns_policy: Some("None".to_owned()),
+        dns_config: Some(k8s_openapi::api::core::v1::PodDNSConfig {
+            nameservers: Some(vec!["127.0.0.1".to_owned()]),
+            ..Default::default()
+        }),
+        termination_grace_period_seconds: Some(5),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(i64::from(plan.containment.run_as_user)),
+            run_as_group: Some(i64::from(plan.containment.run_as_group)),
+            fs_group: Some(i64::from(plan.containment.run_as_group)),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        }),
+        init_containers: (!init_containers.is_empty()).then_some(init_containers),
+        containers: vec![workload_container(plan, config)],
+        volumes: Some(volumes),
+        ..Default::default()
+    }
+}
+
+fn workload_container(plan: &Plan, config: &KubeConfig) -> Container {
+    let run = plan.run_phase();
+    let (command, step_env) = match run.map(|r| &r.program) {
+        Some(Program::Command { argv }) => (argv.clone(), Vec::new()),
+        Some(Program::Steps { steps }) => {
+            let script = steps_script(steps.len());
+            let mut command = vec!["sh".to_owned(), "-c".to_owned(), script, "enclave-steps".to_owned()];
+            command.extend(steps.iter().map(|s| s.name.clone()));
+            let env = steps
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    let mut vars = vec![env_var(&format!("ENCLAVE_STEP_{i}_RUN"), &s.run)];
+                    vars.push(env_var(&format!("ENCLAVE_STEP_{i}_ENV"), &step_env_lines(&s.env)));
+                    vars
+                })
+                .collect();
+            (command, env)
+        }
+        None => (vec!["true".to_owned()], Vec::new()),
+    };
+    let mut env: Vec<EnvVar> = run.map(|r| r.env.iter().map(|(k, v)| env_var(k, v)).collect()).unwrap_or_default();
+    env.extend(step_env);
+    if plan.containment.network == enclave_core::NetworkMode::ProxyOnly {
+        env.extend(proxy_env(config));
+    }
+    let workdir = match run.map(|r| r.workdir.as_str()) {
+        None | Some(".") => WORKSPACE.to_owned(),
+        Some(dir) => format!("{WORKSPACE}/{dir}"),
+    };
+    Container {
+        name: WORKLOAD_CONTAINER.to_owned(),
+        image: run.map(|r| r.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(command),
+        env: (!env.is_empty()).then_some(env),
+        working_dir: Some(workdir),
+        volume_mounts: Some(vec![mount("workspace", WORKSPACE), mount("tmp", "/tmp")]),
+        resources: Some(resources(
+            plan,
+            plan.quotas.disk_bytes.saturating_mul(2).saturating_add(plan.quotas.log_bytes),
+        )),
+        security_context: Some(container_security(plan)),
+        stdin: Some(false),
+        tty: Some(false),
+        ..Default::default()
+    }
+}
+
+/// A POSIX shell driver for steps: each runs with `sh -c` in order, with its own extra
+/// environment (one `KEY=value` per line, applied with `export`), and the first failure
+/// ends the container with that step's exit code. Scripts travel in environment
+/// variables, never spliced into this text.
+fn steps_script(count: usize) -> String {
+    let mut script = String::from("set -u\n");
+    for i in 0..count {
+        script.push_str(&format!(
+            "( while IFS= read -r kv; do [ -n \"$kv\" ] && export \"$kv\"; done <<ENCLAVE_EOF\n${{ENCLAVE_STEP_{i}_ENV}}\nENCLAVE_EOF\nexec sh -c \"$ENCLAVE_STEP_{i}_RUN\" ) || exit $?\n"
+        ));
+    }
+    script
+}
+
+fn step_env_lines(env: &BTreeMap<String, String>) -> String {
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")
+}
+
+fn proxy_env(config: &KubeConfig) -> Vec<EnvVar> {
+    config
+        .egress_proxy
+        .iter()
+        .flat_map(|p| {
+            ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"].into_iter().map(|k| env_var(k, &p.url))
+        })
+        .collect()
+}
+
+fn container_security(plan: &Plan) -> SecurityContext {
+    let c = &plan.containment;
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(i64::from(c.run_as_user)),
+        run_as_group: Some(i64::from(c.run_as_group)),
+        read_only_root_filesystem: Some(c.read_only_root_fs),
+        allow_privilege_escalation: Some(!c.no_new_privileges),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: (!c.capabilities.is_empty()).then(|| c.capabilities.clone()),
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        proc_mount: Some("Default".to_owned()),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }
+}
+
+/// Requests equal to limits (Guaranteed QoS): cpu, memory and ephemeral storage.
+fn resources(plan: &Plan, ephemeral_bytes: u64) -> ResourceRequirements {
+    let q = &plan.quotas;
+    let amounts = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(format!("{}m", q.cpu_millis))),
+        ("memory".to_owned(), Quantity(q.memory_bytes.to_string())),
+        ("ephemeral-storage".to_owned(), Quantity(ephemeral_bytes.to_string())),
+    ]);
+    ResourceRequirements { requests: Some(amounts.clone()), limits: Some(amounts), ..Default::default() }
+}
+
+fn empty_dir(name: &str, size_bytes: u64) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity(size_bytes.to_string())) }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.to_owned(), mount_path: path.to_owned(), read_only: Some(false), ..Default::default() }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..Default::default() }
+}

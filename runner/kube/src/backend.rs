@@ -174,6 +174,13 @@ impl KubeBackend {
         Ok(())
     }
 
+    /// Whether the session's Job reports that its deadline passed (false if it is gone
+    /// or cannot be read: the caller then treats the pod as lost).
+    async fn job_deadline_passed(&self, job: &str) -> bool {
+        let jobs: Api<Job> = self.api();
+        with_retries(|| jobs.get(job)).await.is_ok_and(|j| job_deadline_exceeded(&j))
+    }
+
     async fn session_pods(&self, session: &SessionId) -> Result<Vec<Pod>, KubeError> {
         let api: Api<Pod> = self.api();
         let selector = labels::session_selector(session);
@@ -368,7 +375,17 @@ impl Backend for KubeBackend {
                                 break ended;
                             }
                         }
-                        Step::Deleted => break gone(*run.killed.borrow(), "pod"),
+                        Step::Deleted => {
+                            // The Job controller deletes the pod when the Job's deadline
+                            // passes; the pod watch may see that before the Job watch.
+                            if !*run.killed.borrow() && self.job_deadline_passed(&run.job).await {
+                                if !progress.deadline_reported {
+                                    let _ = run.events.unbounded_send(BackendEvent::DeadlineReached);
+                                }
+                                break gone(true, "pod");
+                            }
+                            break gone(*run.killed.borrow(), "pod");
+                        }
                         Step::Nothing => {}
                     }
                 }

@@ -64,6 +64,7 @@ async fn gvisor_probe(backend: Arc<DockerBackend>, image: &str) -> Result<bool, 
 fn support(s: Support) -> &'static str {
     match s {
         Support::Enforced => "enforced",
+        Support::Configured => "configured (not yet proven on a real cluster)",
         Support::Modelled => "modelled",
         Support::NotDerivable => "not derivable",
         Support::NotYet => "not yet",
@@ -144,6 +145,7 @@ pub(crate) fn doctor() -> u8 {
     println!("\nwhat each backend enforces");
     print_capabilities("sim", &enclave_sim::capabilities());
     print_capabilities("docker", &enclave_docker::capabilities());
+    print_capabilities("kube", &enclave_kube::capabilities());
     if checks.iter().all(|c| c.ok) { exit::OK } else { exit::FAILED }
 }
 

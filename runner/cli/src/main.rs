@@ -176,6 +176,9 @@ enum BackendKind {
     Sim,
     /// Docker with gVisor (runsc) on this host: executes the workload, contained.
     Docker,
+    /// A Kubernetes cluster set up with deploy/ (a Job per session under the gVisor
+    /// RuntimeClass), from the in-cluster or kubeconfig configuration.
+    Kube,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

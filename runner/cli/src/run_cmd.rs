@@ -98,6 +98,18 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
                 return exit::ERRORED;
             }
         },
+        // The cluster from the ambient configuration (in-cluster, or KUBECONFIG /
+        // ~/.kube/config), with the objects of deploy/. Orphans are left to the server:
+        // a CLI process cannot tell another process's live session from an abandoned one.
+        BackendKind::Kube => {
+            match runtime.block_on(enclave_kube::KubeBackend::from_environment(enclave_kube::KubeConfig::default())) {
+                Ok(backend) => Arc::new(backend),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::ERRORED;
+                }
+            }
+        }
     };
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(NoSecrets));
     let mut printer = Printer::new(args.output);

@@ -278,6 +278,20 @@ fn plan_accepts_every_example() {
 }
 
 #[test]
+fn plan_k8s_prints_the_golden_manifests_of_every_example() {
+    let sandbox = Sandbox::new();
+    for file in examples() {
+        let out = sandbox.enclave(&["plan", "--output", "k8s", &file.display().to_string()]);
+        assert_eq!(out.code, 0, "{}: {out:?}", file.display());
+        let name = file.file_name().expect("file name").to_string_lossy().into_owned();
+        let golden = std::fs::read_to_string(repo_root().join("tests/golden/k8s").join(&name)).expect("golden");
+        // The golden files carry one comment line naming their source.
+        let body = golden.split_once('\n').map(|(_, rest)| rest).unwrap_or_default();
+        assert_eq!(out.stdout, body, "{name}: `enclave plan --output k8s` differs from its golden file");
+    }
+}
+
+#[test]
 fn plan_text_shows_containment_binding_quotas_and_implicit_denies() {
     let sandbox = Sandbox::new();
     let out = sandbox.enclave(&["plan", &example_arg("binding-github-api.yaml")]);

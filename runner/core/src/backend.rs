@@ -20,6 +20,10 @@ use crate::session_id::SessionId;
 pub enum Support {
     /// Enforced on real workloads, with a test that tries to break it.
     Enforced,
+    /// Set on every workload and left to the platform to enforce (a Kubernetes
+    /// manifest setting), with the backend's reading of the outcome tested, but not yet
+    /// proven by a test that tries to break it on the real platform.
+    Configured,
     /// Modelled only (the simulator): computed from the declared behaviour.
     Modelled,
     /// Cannot be derived on this backend (said plainly rather than guessed).

@@ -55,26 +55,26 @@ struct Run {
     killed: watch::Sender<bool>,
 }
 
-/// What the Kubernetes backend enforces. "Enforced" here means: set in every manifest
-/// (unit- and golden-tested, schema- and policy-checked) and read back from the API's
-/// status (tested against a fake API server); docs/kubernetes.md says what has not been
-/// exercised on a real cluster.
+/// What the Kubernetes backend enforces. Nothing is `Enforced` yet: every setting is in
+/// every manifest (unit- and golden-tested, schema- and policy-checked) and the backend's
+/// reading of the API is tested against a fake API server, but no test has tried to
+/// break it on a real cluster (docs/kubernetes.md).
 pub fn capabilities() -> Capabilities {
     Capabilities {
         executes_code: true,
-        gvisor: Support::Enforced,
-        hardened_container: Support::Enforced,
-        egress_deny: Support::Enforced,
+        gvisor: Support::Configured,
+        hardened_container: Support::Configured,
+        egress_deny: Support::Configured,
         // Routed to the egress proxy by NetworkPolicy; the proxy itself is not built yet.
         egress_allowlist: Support::NotYet,
         bindings: Support::NotYet,
-        deadline: Support::Enforced,
-        memory_kill_reason: Support::Enforced,
+        deadline: Support::Configured,
+        memory_kill_reason: Support::Configured,
         // A PodSpec cannot set a pids limit (only the kubelet's node-wide podPidsLimit),
         // and the API reports no fork failure: the reason cannot be derived.
         pids_kill_reason: Support::NotDerivable,
-        disk_kill_reason: Support::Enforced,
-        log_limit: Support::Enforced,
+        disk_kill_reason: Support::Configured,
+        log_limit: Support::Configured,
         // The credential stays in the init container; the clone's network reach goes
         // through the egress proxy, which is not built yet.
         clone: Support::NotYet,

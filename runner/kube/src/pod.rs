@@ -27,8 +27,8 @@ const CLONE_TMP_BYTES: u64 = 64 << 20;
 /// The clone script. The URL and ref come in as environment variables, never spliced
 /// into the script. The credential helper reads the token file on demand and is passed
 /// with `git -c`, so nothing about it is written into the cloned repository.
+/// It runs in the workspace (the container's working directory).
 const CLONE_SCRIPT: &str = r#"set -eu
-cd /workspace
 git init -q .
 git remote add origin "$ENCLAVE_REPO_URL"
 helper=
@@ -250,4 +250,92 @@ fn mount(name: &str, path: &str) -> VolumeMount {
 
 fn env_var(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shell scripts the pod runs, run here with the host's `sh` and `git` in a
+    //! temporary directory, with exactly the command and environment of the container.
+
+    use std::process::Command;
+
+    use super::*;
+
+    fn plan(yaml_tail: &str) -> Plan {
+        let yaml = format!("apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: t\nspec:\n{yaml_tail}");
+        let parsed = enclave_spec::parse("t.yaml", yaml.as_bytes()).expect("spec");
+        enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan")
+    }
+
+    /// Runs a container's command and environment in `dir`; returns (exit code, stdout).
+    fn execute(container: &Container, dir: &std::path::Path) -> (i32, String) {
+        let command = container.command.clone().expect("command");
+        let mut process = Command::new(&command[0]);
+        process.args(&command[1..]).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for var in container.env.iter().flatten() {
+            process.env(&var.name, var.value.clone().unwrap_or_default());
+        }
+        let out = process.output().expect("run");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[test]
+    fn steps_run_in_order_with_their_env_and_stop_at_the_first_failure() {
+        let p = plan(
+            "  env:\n    BASE: b\n  steps:\n    - name: one\n      run: echo \"one $BASE $X\"\n      env:\n        X: \"it's x\"\n    - name: two\n      run: echo \"two ${X:-unset}\"; exit 7\n    - name: three\n      run: echo three\n",
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let (code, stdout) = execute(&workload_container(&p, &KubeConfig::default()), dir.path());
+        assert_eq!(code, 7, "{stdout}");
+        assert_eq!(stdout, "one b it's x\ntwo unset\n", "step env does not leak into the next step; three never runs");
+    }
+
+    #[test]
+    fn the_clone_script_fetches_the_ref_and_leaves_no_credential_config() {
+        let origin = tempfile::tempdir().expect("origin");
+        let git = |dir: &std::path::Path, args: &[&str]| {
+            let ok = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("git")
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(origin.path(), &["init", "-q", "."]);
+        std::fs::write(origin.path().join("README"), "v1\n").expect("write");
+        git(origin.path(), &["add", "README"]);
+        git(origin.path(), &["commit", "-qm", "one"]);
+        git(origin.path(), &["tag", "v1"]);
+        std::fs::write(origin.path().join("README"), "v2\n").expect("write");
+        git(origin.path(), &["commit", "-qam", "two"]);
+
+        let p = plan("  repo:\n    url: https://git.example.com/team/app.git\n    ref: v1\n  command: [make]\n");
+        let clone = pod_spec(&p, &SessionId::new("ses-1").expect("id"), &KubeConfig::default())
+            .init_containers
+            .and_then(|c| c.into_iter().next())
+            .expect("clone container");
+        let workspace = tempfile::tempdir().expect("workspace");
+        let mut clone = clone;
+        // The proxy is the cluster's; a local file:// fetch needs none.
+        clone.env =
+            clone.env.map(|env| env.into_iter().filter(|e| !e.name.to_lowercase().ends_with("_proxy")).collect());
+        let home = tempfile::tempdir().expect("home");
+        // The origin is a local repository standing in for the remote (tests use no
+        // network); HOME is a scratch directory as /tmp is in the pod.
+        for var in clone.env.iter_mut().flatten() {
+            match var.name.as_str() {
+                "HOME" => var.value = Some(home.path().display().to_string()),
+                "ENCLAVE_REPO_URL" => var.value = Some(format!("file://{}", origin.path().display())),
+                _ => {}
+            }
+        }
+        let (code, _) = execute(&clone, workspace.path());
+        assert_eq!(code, 0);
+        assert_eq!(std::fs::read_to_string(workspace.path().join("README")).expect("readme"), "v1\n");
+        let config = std::fs::read_to_string(workspace.path().join(".git/config")).expect("config");
+        assert!(!config.contains("credential"), "{config}");
+    }
 }

@@ -127,6 +127,31 @@ async fn kube_cancel_deletes_the_job_and_is_cancelled() {
 }
 
 #[tokio::test]
+async fn kube_cancel_at_once_ends_the_session_even_before_its_pod_runs() {
+    // The cancel is already due when the orchestrator starts waiting: the kill may
+    // land before the pod exists, and the session must still end, cancelled and clean.
+    let fake = FakeKube::new(PodScript::RunsUntilKilled, None, Vec::new());
+    let out = run_with(
+        &fake,
+        &example("hello.yaml"),
+        &session("early"),
+        Arc::new(NoSecrets),
+        futures::future::ready(()).boxed(),
+    )
+    .await;
+    assert_eq!(kill_reason(&out.result).as_deref(), Some("cancelled"), "{:?}", out.result.status);
+    all_gone(&fake);
+}
+
+#[tokio::test]
+async fn kube_pod_deleted_by_someone_else_is_infra_lost() {
+    let fake = FakeKube::new(PodScript::Lost, None, Vec::new());
+    let out = run(&fake, &example("hello.yaml"), &session("lost")).await;
+    assert_eq!(kill_reason(&out.result).as_deref(), Some("infra_lost"), "{:?}", out.result.status);
+    all_gone(&fake);
+}
+
+#[tokio::test]
 async fn kube_retries_conflicts_throttling_and_server_errors() {
     let fake = FakeKube::new(PodScript::Exit(0), None, Vec::new());
     fake.fail_next("POST", "networkpolicies", 500, 2);

@@ -13,7 +13,7 @@ use enclave_core::{
     Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Observation, Plan, RunHandle,
     SecretStore, SessionId, Stream, Support, TeardownReport,
 };
-use futures::{AsyncReadExt as _, StreamExt as _};
+use futures::{AsyncReadExt as _, FutureExt as _, StreamExt as _};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -217,6 +217,7 @@ struct Progress {
     clone_finished: bool,
     workload_started: bool,
     deadline_reported: bool,
+    kill_seen: bool,
     pod_seen: bool,
     pod_relisted: bool,
     job_seen: bool,
@@ -401,13 +402,13 @@ impl Backend for KubeBackend {
                         Step::Nothing => {}
                     }
                 }
-                // Wakes the loop on a kill so a run with no pod yet still ends.
-                Ok(()) = killed.changed() => {
-                    if !progress.pod_seen && *run.killed.borrow() {
-                        let pods = self.session_pods(&handle.session).await?;
-                        if pods.is_empty() {
-                            break gone(true, "pod");
-                        }
+                // A kill (possibly ordered before this wait was first polled) ends a run
+                // whose pod is already gone or never came; otherwise the pod watch sees
+                // it go.
+                true = killed.wait_for(|k| *k).map(|r| r.is_ok()), if !progress.kill_seen => {
+                    progress.kill_seen = true;
+                    if self.session_pods(&handle.session).await?.is_empty() {
+                        break gone(true, "pod");
                     }
                 }
             }

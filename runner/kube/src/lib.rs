@@ -24,6 +24,7 @@ mod names;
 mod network_policy;
 mod observe;
 mod pod;
+mod pod_identity;
 mod retry;
 
 pub use backend::{KubeBackend, capabilities};
@@ -34,3 +35,4 @@ pub use manifests::{CredentialSource, SessionManifests, render_plan, render_sess
 pub use names::{MAX_SESSION_ID, Names};
 pub use observe::{CloneState, PodFacts, job_deadline_exceeded, observe_pod};
 pub use pod::{CLONE_CONTAINER, WORKLOAD_CONTAINER, WORKSPACE};
+pub use pod_identity::SessionPods;

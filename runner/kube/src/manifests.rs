@@ -256,6 +256,21 @@ mod tests {
     }
 
     #[test]
+    fn binding_secrets_never_reach_the_sessions_namespace() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sessions/binding-github-api.yaml");
+        let parsed =
+            enclave_spec::parse("binding-github-api.yaml", &std::fs::read(path).expect("example")).expect("spec");
+        let p = enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan");
+        assert!(!p.bindings.is_empty());
+        let mut store = MemorySecrets::default();
+        store.insert(p.bindings[0].secret.clone(), SecretValue::new("ghp_binding_value"));
+        let m = SessionManifests::build(&p, &session(), &KubeConfig::default(), CredentialSource::Resolve(&store))
+            .expect("manifests");
+        assert!(m.clone_secret.is_none(), "a binding's secret stays with the proxy");
+        assert!(!m.to_yaml().expect("yaml").contains("ghp_binding_value"));
+    }
+
+    #[test]
     fn plans_needing_the_proxy_are_refused_without_one() {
         let config = KubeConfig { egress_proxy: None, ..KubeConfig::default() };
         let err =

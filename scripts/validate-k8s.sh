@@ -25,7 +25,19 @@ SKIP_CHECKS=(
 
 if [ ! -x "$VENV/bin/checkov" ] || [ ! -x "$VENV/bin/kubernetes-validate" ]; then
     echo "creating $VENV (kubernetes-validate, checkov from PyPI)"
-    python3 -m venv "$VENV"
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian ships venv's pip bootstrap separately (python3-venv).
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$VENV"
+            python3 -m venv "$VENV"
+        else
+            echo "python3 -m venv failed: install python3-venv (Debian/Ubuntu) and retry" >&2
+            exit 1
+        fi
+    fi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "$CHECKOV"
 fi
 

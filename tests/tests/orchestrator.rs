@@ -254,6 +254,8 @@ fn resource_signals_and_observations_map_to_their_kill_reasons() {
     let cases = [
         (vec![Step::Emit(BackendEvent::PidsLimitHit), Step::UntilKilled], KillReason::PidsExceeded),
         (vec![Step::Emit(BackendEvent::DiskFull), Step::UntilKilled], KillReason::DiskExceeded),
+        // A platform deadline (a Job's activeDeadlineSeconds) is the same kill reason.
+        (vec![Step::Emit(BackendEvent::DeadlineReached), Step::UntilKilled], KillReason::DeadlineExceeded),
         (vec![Step::End(Observation { oom_killed: true, ..signaled() })], KillReason::OomKilled),
         (
             vec![Step::End(Observation { exit: ExitObservation::Lost { detail: "node gone".into() }, ..exited(0) })],

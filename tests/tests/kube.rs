@@ -152,6 +152,23 @@ async fn kube_pod_deleted_by_someone_else_is_infra_lost() {
 }
 
 #[tokio::test]
+async fn kube_step_reports_give_step_results_and_a_step_timeout_is_deadline_exceeded() {
+    let plan = {
+        let yaml = "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: steps\nspec:\n  steps:\n    - name: build\n      run: make\n    - name: test\n      run: make test\n      timeout: 5s\n    - name: never\n      run: true\n";
+        let parsed = enclave_spec::parse("steps.yaml", yaml.as_bytes()).unwrap();
+        enclave_core::plan(&parsed.spec, &Policy::default()).unwrap()
+    };
+    let fake =
+        FakeKube::new(PodScript::ExitWithMessage(137, "step 0 0 3000 0\nstep 1 137 5000 1\n".into()), None, Vec::new());
+    let out = run(&fake, &plan, &session("steps")).await;
+    assert_eq!(kill_reason(&out.result).as_deref(), Some("deadline_exceeded"), "{:?}", out.result.status);
+    assert!(out.result.status.to_string().contains("\"test\""), "the detail names the step: {}", out.result.status);
+    let steps: Vec<(String, i32)> = out.result.steps.iter().map(|s| (s.name.clone(), s.exit_code)).collect();
+    assert_eq!(steps, vec![("build".to_owned(), 0), ("test".to_owned(), 137)]);
+    all_gone(&fake);
+}
+
+#[tokio::test]
 async fn kube_retries_conflicts_throttling_and_server_errors() {
     let fake = FakeKube::new(PodScript::Exit(0), None, Vec::new());
     fake.fail_next("POST", "networkpolicies", 500, 2);

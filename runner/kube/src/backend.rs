@@ -29,7 +29,7 @@ use crate::config::KubeConfig;
 use crate::error::KubeError;
 use crate::labels;
 use crate::manifests::{CredentialSource, SessionManifests};
-use crate::observe::{CloneState, job_deadline_exceeded, observe_pod};
+use crate::observe::{CloneState, job_deadline_exceeded, observe_pod, step_reports};
 use crate::pod::WORKLOAD_CONTAINER;
 use crate::retry::with_retries;
 
@@ -50,6 +50,8 @@ pub struct KubeBackend {
 struct Run {
     job: String,
     has_clone: bool,
+    /// Step names and timeouts, by index, for the driver's reports.
+    steps: Vec<(String, Option<u64>)>,
     events: BackendEvents,
     /// Set once by `kill`; the wait loop then reads a vanished pod as the kill's doing.
     killed: watch::Sender<bool>,
@@ -271,7 +273,7 @@ fn gone(killed: bool, what: &str) -> Observation {
 impl KubeBackend {
     /// Reports what a pod object says; returns the observation once the run is over.
     fn on_pod(&self, run: &Run, pod: &Pod, progress: &mut Progress) -> Option<Observation> {
-        let facts = observe_pod(pod);
+        let mut facts = observe_pod(pod);
         match facts.clone {
             Some(CloneState::Started) | Some(CloneState::Finished { .. }) if !progress.clone_started => {
                 progress.clone_started = true;
@@ -285,12 +287,44 @@ impl KubeBackend {
             progress.clone_finished = true;
             let _ = run.events.unbounded_send(BackendEvent::CloneFinished { ok: *ok, detail: detail.clone() });
         }
+        if let Some(ended) = facts.ended.as_mut()
+            && !run.steps.is_empty()
+        {
+            ended.failed_step = self.report_steps(run, pod);
+        }
         if facts.workload_started && !progress.workload_started {
             progress.workload_started = true;
             let _ = run.events.unbounded_send(BackendEvent::WorkloadStarted);
             progress.log_task = Some(tokio::spawn(stream_log(self.api(), pod.name_any(), run.events.clone())));
         }
         facts.ended
+    }
+}
+
+impl KubeBackend {
+    /// Reports the steps the driver recorded (after the pod ended: the termination
+    /// message is only written then); returns the failing step's name.
+    fn report_steps(&self, run: &Run, pod: &Pod) -> Option<String> {
+        let mut failed = None;
+        for report in step_reports(pod) {
+            let Some((name, timeout_ms)) = run.steps.get(report.index) else { continue };
+            let send = |event| {
+                let _ = run.events.unbounded_send(event);
+            };
+            send(BackendEvent::StepStarted { name: name.clone() });
+            if let (true, Some(timeout_ms)) = (report.timed_out, timeout_ms) {
+                send(BackendEvent::StepTimedOut { name: name.clone(), timeout_ms: *timeout_ms });
+            }
+            send(BackendEvent::StepFinished {
+                name: name.clone(),
+                exit_code: report.exit_code,
+                duration_ms: report.duration_ms,
+            });
+            if report.exit_code != 0 {
+                failed = Some(name.clone());
+            }
+        }
+        failed
     }
 }
 
@@ -352,6 +386,12 @@ impl Backend for KubeBackend {
         let run = Arc::new(Run {
             job: job.clone(),
             has_clone: plan.clone_phase().is_some(),
+            steps: match plan.run_phase().map(|r| &r.program) {
+                Some(enclave_core::Program::Steps { steps }) => {
+                    steps.iter().map(|s| (s.name.clone(), s.timeout_ms)).collect()
+                }
+                _ => Vec::new(),
+            },
             events,
             killed: watch::Sender::new(false),
         });

@@ -33,6 +33,6 @@ pub use error::KubeError;
 pub use labels::{MANAGED, ROLE, SCOPE, SESSION};
 pub use manifests::{CredentialSource, SessionManifests, render_plan, render_session_id};
 pub use names::{MAX_SESSION_ID, Names};
-pub use observe::{CloneState, PodFacts, job_deadline_exceeded, observe_pod};
+pub use observe::{CloneState, PodFacts, StepReport, job_deadline_exceeded, observe_pod, step_reports};
 pub use pod::{CLONE_CONTAINER, WORKLOAD_CONTAINER, WORKSPACE};
 pub use pod_identity::SessionPods;

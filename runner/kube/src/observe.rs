@@ -122,6 +122,47 @@ fn is_storage_eviction(message: &str) -> bool {
     m.contains("ephemeral") || m.contains("emptydir") || m.contains("local storage")
 }
 
+/// One finished step as the step driver reported it in the workload's termination
+/// message. The workload can write that file too, so these are the workload's own
+/// account: used for step reporting only; the exit code that decides the status comes
+/// from the kubelet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepReport {
+    /// Index of the step in the plan.
+    pub index: usize,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// How long it ran (whole seconds, in milliseconds).
+    pub duration_ms: u64,
+    /// The driver killed it at its timeout.
+    pub timed_out: bool,
+}
+
+/// The step reports of a terminated workload container, in order; malformed lines and
+/// repeated indices are dropped.
+pub fn step_reports(pod: &Pod) -> Vec<StepReport> {
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|l| l.iter().find(|c| c.name == WORKLOAD_CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.message.clone())
+        .unwrap_or_default();
+    let mut reports: Vec<StepReport> = Vec::new();
+    for line in message.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let ["step", index, code, ms, timed] = fields.as_slice() else { continue };
+        let (Ok(index), Ok(exit_code), Ok(duration_ms)) = (index.parse(), code.parse(), ms.parse()) else { continue };
+        if reports.iter().any(|r| r.index == index) {
+            continue;
+        }
+        reports.push(StepReport { index, exit_code, duration_ms, timed_out: *timed == "1" });
+    }
+    reports
+}
+
 /// Whether the Job failed because its `activeDeadlineSeconds` passed.
 pub fn job_deadline_exceeded(job: &Job) -> bool {
     job.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
@@ -196,6 +237,20 @@ mod tests {
             "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]});
         let facts = observe_pod(&pod(status));
         assert!(matches!(facts.ended, Some(Observation { exit: ExitObservation::Lost { .. }, .. })));
+    }
+
+    #[test]
+    fn step_reports_are_read_from_the_termination_message() {
+        let status = serde_json::json!({"phase": "Failed", "containerStatuses": [{"name": "workload", "image": "i",
+            "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 137,
+            "message": "step 0 0 2000 0\nstep 1 137 5000 1\ngarbage\nstep 1 0 1 0\nstep x 1 1 0\n"}}}]});
+        assert_eq!(
+            step_reports(&pod(status)),
+            vec![
+                StepReport { index: 0, exit_code: 0, duration_ms: 2000, timed_out: false },
+                StepReport { index: 1, exit_code: 137, duration_ms: 5000, timed_out: true },
+            ]
+        );
     }
 
     #[test]

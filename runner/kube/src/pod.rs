@@ -130,7 +130,7 @@ fn workload_container(plan: &Plan, config: &KubeConfig) -> Container {
     let (command, step_env) = match run.map(|r| &r.program) {
         Some(Program::Command { argv }) => (argv.clone(), Vec::new()),
         Some(Program::Steps { steps }) => {
-            let script = steps_script(steps.len());
+            let script = steps_script(steps);
             let mut command = vec!["sh".to_owned(), "-c".to_owned(), script, "enclave-steps".to_owned()];
             command.extend(steps.iter().map(|s| s.name.clone()));
             let env = steps
@@ -168,22 +168,59 @@ fn workload_container(plan: &Plan, config: &KubeConfig) -> Container {
             plan.quotas.disk_bytes.saturating_mul(2).saturating_add(plan.quotas.log_bytes),
         )),
         security_context: Some(container_security(plan)),
+        termination_message_path: Some(STEP_REPORT.to_owned()),
+        termination_message_policy: Some("File".to_owned()),
         stdin: Some(false),
         tty: Some(false),
         ..Default::default()
     }
 }
 
+/// Where the step driver writes one line per finished step (`step INDEX CODE MS
+/// TIMED_OUT`): the container's termination message, which the API returns in the pod
+/// status.
+pub(crate) const STEP_REPORT: &str = "/dev/termination-log";
+
+/// The step driver's function. A step runs in the background so a watcher can kill it
+/// at its timeout; the driver then records the timeout and exits, and since it is the
+/// container's first process every process the step left behind goes with it.
+const STEP_FUNCTION: &str = r#"set -u
+report=${ENCLAVE_STEP_REPORT:-/dev/termination-log}
+enclave_step() {
+  _i=$1; _t=$2; _start=$(date +%s)
+  eval "_run=\${ENCLAVE_STEP_${_i}_RUN}; _env=\${ENCLAVE_STEP_${_i}_ENV}"
+  _flag="/tmp/.enclave-step-$_i-timed-out"
+  (
+    while IFS= read -r _kv; do [ -n "$_kv" ] && export "$_kv"; done <<ENCLAVE_EOF
+$_env
+ENCLAVE_EOF
+    exec sh -c "$_run"
+  ) &
+  _pid=$!
+  _watch=
+  if [ "$_t" -gt 0 ]; then
+    ( sleep "$_t"; : > "$_flag"; kill -KILL "$_pid" 2>/dev/null ) &
+    _watch=$!
+  fi
+  wait "$_pid"; _code=$?
+  [ -n "$_watch" ] && kill "$_watch" 2>/dev/null
+  _timed=0
+  [ "$_code" -ne 0 ] && [ -e "$_flag" ] && _timed=1
+  printf 'step %s %s %s %s\n' "$_i" "$_code" "$(( ($(date +%s) - _start) * 1000 ))" "$_timed" >> "$report" 2>/dev/null
+  return "$_code"
+}
+"#;
+
 /// A POSIX shell driver for steps: each runs with `sh -c` in order, with its own extra
-/// environment (one `KEY=value` per line, applied with `export`), and the first failure
-/// ends the container with that step's exit code. Scripts travel in environment
-/// variables, never spliced into this text.
-fn steps_script(count: usize) -> String {
-    let mut script = String::from("set -u\n");
-    for i in 0..count {
-        script.push_str(&format!(
-            "( while IFS= read -r kv; do [ -n \"$kv\" ] && export \"$kv\"; done <<ENCLAVE_EOF\n${{ENCLAVE_STEP_{i}_ENV}}\nENCLAVE_EOF\nexec sh -c \"$ENCLAVE_STEP_{i}_RUN\" ) || exit $?\n"
-        ));
+/// environment (one `KEY=value` per line, applied with `export`) and its own timeout
+/// (whole seconds, rounded up), and the first failure ends the container with that
+/// step's exit code. Scripts travel in environment variables, never spliced into this
+/// text; each finished step is reported in the termination message ([`STEP_REPORT`]).
+fn steps_script(steps: &[enclave_core::StepPlan]) -> String {
+    let mut script = String::from(STEP_FUNCTION);
+    for (i, step) in steps.iter().enumerate() {
+        let timeout_seconds = step.timeout_ms.map_or(0, |ms| ms.div_ceil(1_000));
+        script.push_str(&format!("enclave_step {i} {timeout_seconds} || exit $?\n"));
     }
     script
 }
@@ -285,9 +322,36 @@ mod tests {
             "  env:\n    BASE: b\n  steps:\n    - name: one\n      run: echo \"one $BASE $X\"\n      env:\n        X: \"it's x\"\n    - name: two\n      run: echo \"two ${X:-unset}\"; exit 7\n    - name: three\n      run: echo three\n",
         );
         let dir = tempfile::tempdir().expect("dir");
-        let (code, stdout) = execute(&workload_container(&p, &KubeConfig::default()), dir.path());
+        let mut container = workload_container(&p, &KubeConfig::default());
+        let report = dir.path().join("report").display().to_string();
+        container.env.get_or_insert_with(Vec::new).push(env_var("ENCLAVE_STEP_REPORT", &report));
+        let (code, stdout) = execute(&container, dir.path());
         assert_eq!(code, 7, "{stdout}");
         assert_eq!(stdout, "one b it's x\ntwo unset\n", "step env does not leak into the next step; three never runs");
+    }
+
+    #[test]
+    fn a_step_past_its_timeout_is_killed_reported_and_ends_the_run() {
+        // The hanging step spins in its own shell (no child process), so nothing it
+        // started outlives it here; in the pod, the driver's exit ends everything.
+        let p = plan(
+            "  steps:\n    - name: quick\n      run: echo quick\n    - name: hang\n      run: \"echo start; while :; do :; done; echo never\"\n      timeout: 1s\n    - name: after\n      run: echo after\n",
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let report = dir.path().join("report");
+        let mut container = workload_container(&p, &KubeConfig::default());
+        container.env.get_or_insert_with(Vec::new).push(env_var("ENCLAVE_STEP_REPORT", &report.display().to_string()));
+        let (code, stdout) = execute(&container, dir.path());
+        assert_eq!(code, 137, "{stdout}");
+        assert_eq!(stdout, "quick\nstart\n");
+        let lines: Vec<Vec<String>> = std::fs::read_to_string(&report)
+            .expect("report")
+            .lines()
+            .map(|l| l.split(' ').map(str::to_owned).collect())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!((lines[0][1].as_str(), lines[0][2].as_str(), lines[0][4].as_str()), ("0", "0", "0"));
+        assert_eq!((lines[1][1].as_str(), lines[1][2].as_str(), lines[1][4].as_str()), ("1", "137", "1"));
     }
 
     #[test]

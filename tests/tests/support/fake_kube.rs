@@ -34,6 +34,9 @@ pub(crate) enum PodScript {
     RunsUntilKilled,
     /// The workload runs until the test calls `release`, then exits with this code.
     RunsUntilReleased(i32),
+    /// The workload exits with this code and termination message (the step driver's
+    /// reports).
+    ExitWithMessage(i32, String),
 }
 
 /// One recorded request.
@@ -382,6 +385,15 @@ impl FakeKube {
                     pod["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
                     pod["status"]["containerStatuses"] =
                         terminated(code, if code == 0 { "Completed" } else { "Error" });
+                    fake.update_pod(&pod);
+                }
+                PodScript::ExitWithMessage(code, message) => {
+                    pod["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+                    pod["status"]["containerStatuses"] = json!([container(
+                        "workload",
+                        json!({"terminated": {
+                        "exitCode": code, "reason": "Error", "message": message}})
+                    )]);
                     fake.update_pod(&pod);
                 }
                 PodScript::RunsUntilReleased(code) => {

@@ -24,20 +24,28 @@ const CREDENTIAL_DIR: &str = "/var/run/enclave/git-credential";
 /// Size of the clone container's own scratch space (`$HOME`, git's temporary files).
 const CLONE_TMP_BYTES: u64 = 64 << 20;
 
+/// The git credential helper of the clone step: on `get`, the token from the mounted
+/// Secret file, read when git asks (never copied into the environment or onto disk).
+const CREDENTIAL_HELPER: &str = r#"!f() { test "$1" = get || return 0; echo username=x-access-token; printf "password=%s\n" "$(cat "$ENCLAVE_GIT_TOKEN_FILE")"; }; f"#;
+
 /// The clone script. The URL and ref come in as environment variables, never spliced
-/// into the script. The credential helper reads the token file on demand and is passed
-/// with `git -c`, so nothing about it is written into the cloned repository.
-/// It runs in the workspace (the container's working directory).
-const CLONE_SCRIPT: &str = r#"set -eu
+/// into the script. The credential helper is passed with `git -c`, so nothing about it
+/// is written into the cloned repository. It runs in the workspace (the container's
+/// working directory).
+fn clone_script() -> String {
+    format!(
+        r#"set -eu
 git init -q .
 git remote add origin "$ENCLAVE_REPO_URL"
 helper=
-if [ -f /var/run/enclave/git-credential/token ]; then
-  helper='!f() { echo username=x-access-token; printf "password=%s\n" "$(cat /var/run/enclave/git-credential/token)"; }; f'
+if [ -n "${{ENCLAVE_GIT_TOKEN_FILE:-}}" ]; then
+  helper='{CREDENTIAL_HELPER}'
 fi
-git -c credential.helper="$helper" fetch -q --depth 1 origin "${ENCLAVE_REPO_REF:-HEAD}"
+git -c credential.helper="$helper" fetch -q --depth 1 origin "${{ENCLAVE_REPO_REF:-HEAD}}"
 git checkout -q FETCH_HEAD
-"#;
+"#
+    )
+}
 
 /// The pod spec of a session.
 pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) -> PodSpec {
@@ -69,6 +77,7 @@ pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) ->
                 }),
                 ..Default::default()
             });
+            env.push(env_var("ENCLAVE_GIT_TOKEN_FILE", &format!("{CREDENTIAL_DIR}/token")));
             mounts.push(VolumeMount {
                 name: "git-credential".to_owned(),
                 mount_path: CREDENTIAL_DIR.to_owned(),
@@ -80,7 +89,7 @@ pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) ->
             name: CLONE_CONTAINER.to_owned(),
             image: Some(config.clone_image.clone()),
             image_pull_policy: Some("IfNotPresent".to_owned()),
-            command: Some(vec!["sh".to_owned(), "-c".to_owned(), CLONE_SCRIPT.to_owned()]),
+            command: Some(vec!["sh".to_owned(), "-c".to_owned(), clone_script()]),
             env: Some(env),
             volume_mounts: Some(mounts),
             resources: Some(resources(plan, CLONE_TMP_BYTES)),
@@ -352,6 +361,32 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!((lines[0][1].as_str(), lines[0][2].as_str(), lines[0][4].as_str()), ("0", "0", "0"));
         assert_eq!((lines[1][1].as_str(), lines[1][2].as_str(), lines[1][4].as_str()), ("1", "137", "1"));
+    }
+
+    #[test]
+    fn the_credential_helper_answers_get_with_the_token_file_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("dir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ghp_helper_test").expect("token");
+        let fill = || {
+            let mut child = Command::new("git")
+                .args(["-c", &format!("credential.helper={CREDENTIAL_HELPER}"), "credential", "fill"])
+                .env("ENCLAVE_GIT_TOKEN_FILE", &token)
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .env("HOME", dir.path())
+                .current_dir(dir.path())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("git credential");
+            use std::io::Write as _;
+            child.stdin.take().expect("stdin").write_all(b"protocol=https\nhost=git.example.com\n\n").expect("write");
+            let out = child.wait_with_output().expect("wait");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let answer = fill();
+        assert!(answer.contains("username=x-access-token\n"), "{answer}");
+        assert!(answer.contains("password=ghp_helper_test\n"), "{answer}");
     }
 
     #[test]

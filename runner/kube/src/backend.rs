@@ -11,14 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enclave_core::{
     Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Observation, Plan, RunHandle,
-    SecretStore, SessionId, Stream, Support, TeardownReport,
+    SecretStore, SessionId, Support, TeardownReport,
 };
-use futures::{AsyncReadExt as _, FutureExt as _, StreamExt as _};
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
 use serde::Serialize;
@@ -30,8 +30,8 @@ use crate::error::KubeError;
 use crate::labels;
 use crate::manifests::{CredentialSource, SessionManifests};
 use crate::observe::{CloneState, job_deadline_exceeded, observe_pod, step_reports};
-use crate::pod::WORKLOAD_CONTAINER;
 use crate::retry::with_retries;
+use crate::session_watch::{Progress, Step, fold, gone, stream_log};
 
 /// How long the log stream may trail the pod's end before the run is reported.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
@@ -212,64 +212,6 @@ impl KubeBackend {
     }
 }
 
-/// What the wait loop has reported so far.
-#[derive(Default)]
-struct Progress {
-    clone_started: bool,
-    clone_finished: bool,
-    workload_started: bool,
-    deadline_reported: bool,
-    kill_seen: bool,
-    pod_seen: bool,
-    pod_relisted: bool,
-    job_seen: bool,
-    job_relisted: bool,
-    log_task: Option<tokio::task::JoinHandle<()>>,
-}
-
-enum Step<K> {
-    Object(K),
-    Deleted,
-    Nothing,
-}
-
-/// Folds one watcher event into "an object", "it is gone" or "nothing new". A watch
-/// that dropped and re-listed without the object reports it gone: the watcher only
-/// sees deletions while it is connected.
-fn fold<K>(event: Result<watcher::Event<K>, watcher::Error>, seen: &mut bool, relisted: &mut bool) -> Step<K> {
-    match event {
-        Ok(watcher::Event::Apply(object)) => {
-            *seen = true;
-            Step::Object(object)
-        }
-        Ok(watcher::Event::InitApply(object)) => {
-            *seen = true;
-            *relisted = true;
-            Step::Object(object)
-        }
-        Ok(watcher::Event::Delete(_)) => Step::Deleted,
-        Ok(watcher::Event::Init) => {
-            *relisted = false;
-            Step::Nothing
-        }
-        Ok(watcher::Event::InitDone) if *seen && !*relisted => Step::Deleted,
-        Ok(watcher::Event::InitDone) => Step::Nothing,
-        Err(e) => {
-            // The watcher backs off and reconnects by itself.
-            tracing::warn!(error = %e, "kubernetes watch failed; reconnecting");
-            Step::Nothing
-        }
-    }
-}
-
-fn gone(killed: bool, what: &str) -> Observation {
-    if killed {
-        Observation::from_exit(ExitObservation::Signaled { signal: 9 })
-    } else {
-        Observation::from_exit(ExitObservation::Lost { detail: format!("the session {what} was deleted") })
-    }
-}
-
 impl KubeBackend {
     /// Reports what a pod object says; returns the observation once the run is over.
     fn on_pod(&self, run: &Run, pod: &Pod, progress: &mut Progress) -> Option<Observation> {
@@ -325,35 +267,6 @@ impl KubeBackend {
             }
         }
         failed
-    }
-}
-
-/// Streams the workload container's log into output events until it ends. The API
-/// merges stdout and stderr into one stream; it is reported as stdout.
-async fn stream_log(pods: Api<Pod>, pod: String, events: BackendEvents) {
-    let params = LogParams { container: Some(WORKLOAD_CONTAINER.to_owned()), follow: true, ..Default::default() };
-    let mut reader = match pods.log_stream(&pod, &params).await {
-        Ok(reader) => Box::pin(reader),
-        Err(e) => {
-            tracing::warn!(error = %e, pod, "workload log could not be streamed");
-            return;
-        }
-    };
-    let mut buffer = vec![0_u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) => break,
-            Ok(n) => {
-                let data = buffer[..n].to_vec();
-                if events.unbounded_send(BackendEvent::Output { stream: Stream::Stdout, data }).is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, pod, "workload log stream ended early");
-                break;
-            }
-        }
     }
 }
 

@@ -26,6 +26,7 @@ mod observe;
 mod pod;
 mod pod_identity;
 mod retry;
+mod session_watch;
 
 pub use backend::{KubeBackend, capabilities};
 pub use config::{EgressProxy, KubeConfig};

@@ -157,6 +157,35 @@ mod tests {
         );
     }
 
+    /// The Pod Security `restricted` profile's container rules, checked on every
+    /// container of the pod (the sessions namespace enforces them; a pod breaking one
+    /// would be refused by the API server).
+    #[test]
+    fn every_container_meets_the_restricted_pod_security_profile() {
+        let m = SessionManifests::build(&plan(REPO), &session(), &KubeConfig::default(), CredentialSource::Omitted)
+            .expect("manifests");
+        let spec = pod_spec(&m);
+        let containers: Vec<Container> =
+            spec.init_containers.clone().unwrap_or_default().into_iter().chain(spec.containers.clone()).collect();
+        assert_eq!(containers.len(), 2);
+        let pod_seccomp = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.clone()).map(|p| p.type_);
+        for c in containers {
+            let s = c.security_context.clone().unwrap_or_default();
+            assert_eq!(s.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(s.privileged, Some(false), "{}", c.name);
+            assert_eq!(s.run_as_non_root, Some(true), "{}", c.name);
+            assert_ne!(s.run_as_user, Some(0), "{}", c.name);
+            assert_eq!(s.capabilities.clone().and_then(|c| c.drop), Some(vec!["ALL".to_owned()]), "{}", c.name);
+            assert!(s.capabilities.and_then(|c| c.add).is_none(), "{}", c.name);
+            let seccomp = s.seccomp_profile.map(|p| p.type_).or(pod_seccomp.clone());
+            assert_eq!(seccomp.as_deref(), Some("RuntimeDefault"), "{}", c.name);
+            assert!(c.ports.is_none(), "{}: no ports", c.name);
+        }
+        for volume in spec.volumes.iter().flatten() {
+            assert!(volume.empty_dir.is_some() || volume.secret.is_some(), "{}: only emptyDir and secret", volume.name);
+        }
+    }
+
     #[test]
     fn rendering_a_plan_never_contains_a_credential_value() {
         let yaml = render_plan(&plan(REPO), &KubeConfig::default()).expect("yaml");

@@ -36,4 +36,4 @@ pub use manifests::{CredentialSource, SessionManifests, render_plan, render_sess
 pub use names::{MAX_SESSION_ID, Names};
 pub use observe::{CloneState, PodFacts, StepReport, job_deadline_exceeded, observe_pod, step_reports};
 pub use pod::{CLONE_CONTAINER, WORKLOAD_CONTAINER, WORKSPACE};
-pub use pod_identity::SessionPods;
+pub use pod_identity::{SessionAddress, SessionPods};

@@ -11,10 +11,22 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::labels;
 
+/// A live session pod as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAddress {
+    /// The session.
+    pub session: SessionId,
+    /// The API reports the clone container running and the workload not started: the
+    /// only state in which the proxy may grant the clone's reach (the repo host). The
+    /// API reports the clone's end a little after it happens, so a proxy must also
+    /// expect the workload to try the repo host during that gap; see docs/kubernetes.md.
+    pub cloning: bool,
+}
+
 /// Live session pods by address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionPods {
-    by_ip: HashMap<IpAddr, Vec<SessionId>>,
+    by_ip: HashMap<IpAddr, Vec<SessionAddress>>,
 }
 
 impl SessionPods {
@@ -22,7 +34,7 @@ impl SessionPods {
     /// Enclave session pods, pending or running, not being deleted, not on the host's
     /// network (whose address is the node's, shared by everything on it).
     pub fn from_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>, namespace: &str) -> Self {
-        let mut by_ip: HashMap<IpAddr, Vec<SessionId>> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Vec<SessionAddress>> = HashMap::new();
         for pod in pods {
             let meta = &pod.metadata;
             let labels_of = meta.labels.as_ref();
@@ -37,13 +49,19 @@ impl SessionPods {
                 continue;
             };
             let status = pod.status.as_ref();
+            let state_of = |list: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>, name: &str| {
+                list.and_then(|l| l.iter().find(|c| c.name == name)).and_then(|c| c.state.clone()).unwrap_or_default()
+            };
+            let clone = state_of(status.and_then(|s| s.init_container_statuses.as_ref()), crate::pod::CLONE_CONTAINER);
+            let workload = state_of(status.and_then(|s| s.container_statuses.as_ref()), crate::pod::WORKLOAD_CONTAINER);
+            let cloning = clone.running.is_some() && workload.running.is_none() && workload.terminated.is_none();
             let mut addresses: Vec<&str> =
                 status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| p.ip.as_str()).collect();
             addresses.extend(status.and_then(|s| s.pod_ip.as_deref()));
             addresses.sort_unstable();
             addresses.dedup();
             for ip in addresses.into_iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                by_ip.entry(ip).or_default().push(session.clone());
+                by_ip.entry(ip).or_default().push(SessionAddress { session: session.clone(), cloning });
             }
         }
         Self { by_ip }
@@ -52,7 +70,7 @@ impl SessionPods {
     /// The session a connection from `ip` belongs to; `None` when no live session pod
     /// has that address, or when more than one claims it (a reused address mid-change is
     /// never guessed).
-    pub fn session_for(&self, ip: IpAddr) -> Option<&SessionId> {
+    pub fn session_for(&self, ip: IpAddr) -> Option<&SessionAddress> {
         match self.by_ip.get(&ip).map(Vec::as_slice) {
             Some([only]) => Some(only),
             _ => None,
@@ -86,7 +104,9 @@ mod tests {
     fn a_live_session_pod_is_found_by_its_address() {
         let pods = [pod("a", "ses-a", "10.1.0.5", "Running", serde_json::json!({}))];
         let index = SessionPods::from_pods(&pods, "enclave-sessions");
-        assert_eq!(index.session_for(ip("10.1.0.5")).map(SessionId::as_str), Some("ses-a"));
+        let found = index.session_for(ip("10.1.0.5")).expect("found");
+        assert_eq!(found.session.as_str(), "ses-a");
+        assert!(!found.cloning);
         assert_eq!(index.session_for(ip("10.1.0.6")), None);
     }
 
@@ -129,6 +149,32 @@ mod tests {
         }
         let elsewhere = pod("a", "ses-a", "10.1.0.5", "Running", serde_json::json!({}));
         assert_eq!(SessionPods::from_pods([&elsewhere], "other").session_for(ip("10.1.0.5")), None);
+    }
+
+    #[test]
+    fn the_clone_phase_is_only_while_the_api_shows_the_clone_running_and_the_workload_not_started() {
+        let status = |clone: serde_json::Value, workload: serde_json::Value| {
+            serde_json::json!({"status": {"phase": "Pending", "podIP": "10.1.0.5",
+                "initContainerStatuses": [{"name": "clone", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": clone}],
+                "containerStatuses": [{"name": "workload", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": workload}]}})
+        };
+        let cases = [
+            (
+                status(
+                    serde_json::json!({"running": {}}),
+                    serde_json::json!({"waiting": {"reason": "PodInitializing"}}),
+                ),
+                true,
+            ),
+            (status(serde_json::json!({"terminated": {"exitCode": 0}}), serde_json::json!({"waiting": {}})), false),
+            (status(serde_json::json!({"terminated": {"exitCode": 0}}), serde_json::json!({"running": {}})), false),
+            (status(serde_json::json!({"waiting": {}}), serde_json::json!({"waiting": {}})), false),
+        ];
+        for (extra, cloning) in cases {
+            let p = pod("a", "ses-a", "10.1.0.5", "Pending", extra);
+            let index = SessionPods::from_pods([&p], "enclave-sessions");
+            assert_eq!(index.session_for(ip("10.1.0.5")).map(|a| a.cloning), Some(cloning), "{:?}", p.status);
+        }
     }
 
     #[test]

@@ -254,6 +254,19 @@ async fn kube_survives_a_dropped_watch() {
 }
 
 #[tokio::test]
+async fn kube_watch_that_cannot_start_backs_off_and_recovers() {
+    let fake = FakeKube::new(PodScript::Exit(4), None, Vec::new());
+    // The pod and Job watches' first lists fail; the watchers retry with backoff.
+    fake.fail_next("GET", "pods", 500, 2);
+    fake.fail_next("GET", "jobs", 503, 1);
+    let out = run(&fake, &example("hello.yaml"), &session("watch-retry")).await;
+    assert_eq!(out.result.status.to_string(), "failed (exit 4)", "{:?}", out.result);
+    let failed_gets = fake.calls().iter().filter(|c| c.method == "GET" && c.status >= 500).count();
+    assert_eq!(failed_gets, 3);
+    all_gone(&fake);
+}
+
+#[tokio::test]
 async fn kube_teardown_deletes_everything_it_created_including_the_credential() {
     let mut store = MemorySecrets::default();
     store.insert("billing-repo-deploy-token", Secret::new("ghp_kube_test_token"));

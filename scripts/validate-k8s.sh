@@ -23,20 +23,26 @@ SKIP_CHECKS=(
     CKV_K8S_15  # imagePullPolicy Always: no registry is assumed; IfNotPresent is deliberate
 )
 
+# Debian ships Python's venv (with its pip bootstrap) apart from python3 itself; a
+# minimal image may lack both. As root with apt, install them; otherwise say what to do.
+install_python() {
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    else
+        echo "need python3 with venv: install python3 and python3-venv (Debian/Ubuntu) and retry" >&2
+        exit 1
+    fi
+}
+
 if [ ! -x "$VENV/bin/checkov" ] || [ ! -x "$VENV/bin/kubernetes-validate" ]; then
     echo "creating $VENV (kubernetes-validate, checkov from PyPI)"
+    command -v python3 >/dev/null || install_python
     rm -rf "$VENV"
     if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
-        # Debian ships venv's pip bootstrap separately (python3-venv).
-        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-            rm -rf "$VENV"
-            python3 -m venv "$VENV"
-        else
-            echo "python3 -m venv failed: install python3-venv (Debian/Ubuntu) and retry" >&2
-            exit 1
-        fi
+        install_python
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
     fi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "$CHECKOV"
 fi

@@ -296,6 +296,12 @@ async fn kube_teardown_deletes_everything_it_created_including_the_credential() 
     }
     all_gone(&fake);
     assert!(out.events.iter().any(|e| matches!(&e.event, SessionEvent::Clone { stage, .. } if stage == "finished")));
+    // The credential goes as soon as the clone is over, before the Job is torn down.
+    let calls = fake.calls();
+    let secret_deleted =
+        calls.iter().position(|c| c.method == "DELETE" && c.kind == "secrets").expect("secret deleted");
+    let job_deleted = calls.iter().position(|c| c.method == "DELETE" && c.kind == "jobs").expect("job deleted");
+    assert!(secret_deleted < job_deleted, "the token outlived the clone");
 }
 
 #[tokio::test]

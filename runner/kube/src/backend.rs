@@ -50,6 +50,8 @@ pub struct KubeBackend {
 struct Run {
     job: String,
     has_clone: bool,
+    /// The clone credential Secret, removed as soon as the clone has finished.
+    clone_secret: Option<String>,
     /// Step names and timeouts, by index, for the driver's reports.
     steps: Vec<(String, Option<u64>)>,
     events: BackendEvents,
@@ -183,6 +185,19 @@ impl KubeBackend {
         with_retries(|| jobs.get(job)).await.is_ok_and(|j| job_deadline_exceeded(&j))
     }
 
+    /// Deletes the clone credential once the clone is over: the token then exists in
+    /// the cluster only while it is needed. A failure is left to teardown.
+    async fn remove_clone_credential(&self, run: &Run) {
+        let Some(name) = &run.clone_secret else { return };
+        let secrets: Api<Secret> = self.api();
+        let params = DeleteParams::default();
+        match with_retries(|| secrets.delete(name, &params)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => tracing::warn!(error = %e, secret = %name, "clone credential not removed yet; teardown retries"),
+        }
+    }
+
     async fn session_pods(&self, session: &SessionId) -> Result<Vec<Pod>, KubeError> {
         let api: Api<Pod> = self.api();
         let selector = labels::session_selector(session);
@@ -299,6 +314,7 @@ impl Backend for KubeBackend {
         let run = Arc::new(Run {
             job: job.clone(),
             has_clone: plan.clone_phase().is_some(),
+            clone_secret: manifests.clone_secret.as_ref().map(|secret| secret.name_any()),
             steps: match plan.run_phase().map(|r| &r.program) {
                 Some(enclave_core::Program::Steps { steps }) => {
                     steps.iter().map(|s| (s.name.clone(), s.timeout_ms)).collect()
@@ -325,7 +341,12 @@ impl Backend for KubeBackend {
                 Some(event) = pods.next() => {
                     match fold(event, &mut progress.pod_seen, &mut progress.pod_relisted) {
                         Step::Object(pod) => {
-                            if let Some(ended) = self.on_pod(&run, &pod, &mut progress) {
+                            let ended = self.on_pod(&run, &pod, &mut progress);
+                            if progress.clone_finished && !progress.credential_removed {
+                                progress.credential_removed = true;
+                                self.remove_clone_credential(&run).await;
+                            }
+                            if let Some(ended) = ended {
                                 break ended;
                             }
                         }

@@ -381,7 +381,8 @@ impl Backend for KubeBackend {
                 // it go.
                 true = killed.wait_for(|k| *k).map(|r| r.is_ok()), if !progress.kill_seen => {
                     progress.kill_seen = true;
-                    if self.session_pods(&handle.session).await?.is_empty() {
+                    // If the list fails, the pod watch still sees the pod go.
+                    if self.session_pods(&handle.session).await.is_ok_and(|pods| pods.is_empty()) {
                         break gone(true, "pod");
                     }
                 }

@@ -187,7 +187,7 @@ fn check(rows: &[Row<'_>]) {
     for row in rows {
         match row {
             Connect(plan, phase, host, port, dns, want) => {
-                let ctx = DecisionContext { plan, phase: *phase, proxy_addresses: &PROXY };
+                let ctx = DecisionContext { plan, phase: *phase, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
                 let got = decide(&ctx, host, *port, *dns);
                 if got != *want {
                     failures.push(format!(
@@ -387,7 +387,7 @@ fn egress_host_rule_cannot_name_metadata_via_idna() {
         return; // Refused: the correct outcome.
     };
     let plan = enclave_core::plan(&parsed.spec, &Policy::default()).unwrap_or_else(|e| panic!("spec not planned: {e}"));
-    let ctx = DecisionContext { plan: &plan, phase: RUN, proxy_addresses: &PROXY };
+    let ctx = DecisionContext { plan: &plan, phase: RUN, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
     let decision = decide(&ctx, FULLWIDTH_METADATA, 80, NotModelled);
     panic!(
         "a host rule spelling 169.254.169.254 in fullwidth digits was accepted as {:?}; \

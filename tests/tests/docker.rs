@@ -10,121 +10,12 @@
 use std::sync::Arc;
 
 use enclave_core::{
-    AuditRecord, Backend, KillReason, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Policy, Secret,
-    SecretStore, SessionEvent, SessionId, SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
-    verify_jsonl,
+    Backend, KillReason, MemorySecrets, NoSecrets, Policy, Secret, SessionStatus, to_jsonl_line,
 };
-use enclave_docker::{DockerBackend, DockerConfig};
-use enclave_sim::WallClock;
-use futures::FutureExt as _;
+use enclave_docker::DockerConfig;
+mod common;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// The backend, or `None` (with a loud message) when Docker is not available outside CI.
-fn backend(rt: &tokio::runtime::Runtime, config: DockerConfig) -> Option<Arc<DockerBackend>> {
-    match rt.block_on(DockerBackend::connect(config)) {
-        Ok(backend) => Some(Arc::new(backend)),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("Docker is required in CI (run scripts/setup-docker.sh): {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: Docker is not available here ({e}); CI runs this test");
-            None
-        }
-    }
-}
-
-struct Outcome {
-    result: SessionResult,
-    events: Vec<TimedEvent>,
-    audit: Vec<AuditRecord>,
-}
-
-impl Outcome {
-    fn stdout(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match &e.event {
-                SessionEvent::Log { line, .. } => Some(line.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn spec(name: &str, body: &str) -> enclave_core::Plan {
-    plan_with(name, body, &Policy::default())
-}
-
-fn plan_with(name: &str, body: &str, policy: &Policy) -> enclave_core::Plan {
-    let yaml = format!("apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n{body}");
-    let parsed = enclave_spec::parse("test.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
-    enclave_core::plan(&parsed.spec, policy).unwrap()
-}
-
-fn session_id(tag: &str) -> SessionId {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    SessionId::new(format!("ses-test-{tag}-{}", nanos % 1_000_000_000_000)).unwrap()
-}
-
-fn run(
-    rt: &tokio::runtime::Runtime,
-    backend: Arc<DockerBackend>,
-    plan: &enclave_core::Plan,
-    secrets: Arc<dyn SecretStore>,
-    cancel_after: Option<std::time::Duration>,
-) -> Outcome {
-    run_collecting(rt, backend, plan, secrets, cancel_after, None)
-}
-
-/// Keeps the artifact bundle in memory.
-#[derive(Default)]
-struct KeptBundle(Option<enclave_core::ArtifactBundle>);
-
-impl enclave_core::ArtifactSink for KeptBundle {
-    fn store(&mut self, bundle: &enclave_core::ArtifactBundle) -> Result<String, String> {
-        self.0 = Some(bundle.clone());
-        Ok("memory".into())
-    }
-}
-
-fn run_collecting(
-    rt: &tokio::runtime::Runtime,
-    backend: Arc<DockerBackend>,
-    plan: &enclave_core::Plan,
-    secrets: Arc<dyn SecretStore>,
-    cancel_after: Option<std::time::Duration>,
-    artifacts: Option<&mut KeptBundle>,
-) -> Outcome {
-    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
-    let session = session_id(&plan.name);
-    let mut audit = MemoryAuditSink::default();
-    let mut events = Vec::new();
-    let mut listener = |e: &TimedEvent| events.push(e.clone());
-    let cancel = match cancel_after {
-        Some(after) => async move { tokio::time::sleep(after).await }.boxed(),
-        None => futures::future::pending().boxed(),
-    };
-    let result = rt
-        .block_on(orchestrator.run(SessionRun {
-            session,
-            plan,
-            audit: &mut audit,
-            listener: &mut listener,
-            cancel,
-            artifacts: artifacts.map(|a| a as &mut dyn enclave_core::ArtifactSink),
-        }))
-        .unwrap();
-    let jsonl: String = audit.records.iter().map(to_jsonl_line).collect();
-    assert!(verify_jsonl(jsonl.as_bytes()).is_ok(), "audit chain verifies");
-    Outcome { result, events, audit: audit.records }
-}
-
-fn leftovers(rt: &tokio::runtime::Runtime, backend: &DockerBackend, session: &SessionId) -> Vec<String> {
-    rt.block_on(backend.resources(Some(session))).unwrap()
-}
+use common::docker::*;
 
 #[test]
 fn docker_containment_holds_from_inside_the_sandbox() {

@@ -82,7 +82,7 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
         pids_limit: Some(i64::from(q.pids)),
         network_mode: Some(match c.network {
             NetworkMode::None => "none".to_owned(),
-            // Allowlist mode needs the egress proxy; the backend refuses it before this.
+            // Allowlist mode: `attach_to_proxy` puts it on the session network.
             NetworkMode::ProxyOnly => "none".to_owned(),
         }),
         mounts: Some(vec![volume(&names.workspace, WORKSPACE), volume(&names.tmp, "/tmp")]),
@@ -108,6 +108,28 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
         tty: Some(false),
         ..Default::default()
     }
+}
+
+/// Puts an allowlist-mode workload on its session network, with the session's proxy as
+/// its only way out: gVisor's host-network mode inside the container's own namespace,
+/// and the proxy in the standard environment variables (the only variables added to the
+/// plan's environment).
+pub fn attach_to_proxy(body: &mut ContainerCreateBody, plan: &Plan, network: &str, proxy_url: &str, config: &DockerConfig) {
+    if let Some(host) = body.host_config.as_mut() {
+        host.network_mode = Some(network.to_owned());
+        if plan.containment.isolation == Isolation::Gvisor {
+            host.runtime = Some(config.gvisor_netns_runtime.clone());
+        }
+        host.dns = Some(Vec::new());
+    }
+    body.network_disabled = Some(false);
+    let mut env = body.env.take().unwrap_or_default();
+    for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+        env.push(format!("{name}={proxy_url}"));
+    }
+    env.push("NO_PROXY=".to_owned());
+    env.push("no_proxy=".to_owned());
+    body.env = Some(env);
 }
 
 /// `KEY=value` strings for a process: the plan's environment, then the step's.

@@ -696,6 +696,18 @@ fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
+/// [`upstream_tls`] with the extra CA certificates given as PEM text.
+pub fn upstream_tls_pem(pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut extra = Vec::new();
+    if let Some(pem) = pem {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            extra.push(cert.map_err(|e| format!("extra CA PEM: {e}"))?.to_vec());
+        }
+    }
+    upstream_tls(&extra)
+}
+
 /// TLS settings for binding upstreams: the Mozilla roots, plus any extra CA
 /// certificates (DER) the operator trusts.
 pub fn upstream_tls(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {

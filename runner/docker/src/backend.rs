@@ -557,6 +557,23 @@ impl Backend for DockerBackend {
             proxy = Some(task);
         }
 
+        // The workload container starts first, idle (only its keeper runs): it holds the
+        // workspace volume mounted, so what the clone writes is still there when the
+        // clone container is gone (a tmpfs volume lives only while mounted somewhere).
+        let mut body = workload_container(plan, session, &image, &self.config);
+        let allowlist = plan.egress.mode == EgressMode::Allowlist;
+        if let (true, Some((net, proxy_url))) = (allowlist, &reach) {
+            attach_to_proxy(&mut body, plan, &net.name, proxy_url, &self.config);
+        }
+        let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
+        let created =
+            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
+        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
+        if let (true, Some((net, _)), Some(task)) = (allowlist, &reach, &proxy) {
+            // Before any program runs (only the idle keeper does so far).
+            let pid = self.container_pid(&created.id).await?;
+            network::guard_container(pid, net.gateway, task.address.port()).await?;
+        }
         if let (Some(clone), Some((net, proxy_url)), Some(task)) = (plan.clone_phase(), &reach, &proxy) {
             let _ = events.unbounded_send(BackendEvent::CloneStarted);
             let outcome = self.run_clone(session, plan, clone, net, proxy_url, secrets).await;
@@ -572,24 +589,10 @@ impl Backend for DockerBackend {
             let _ = events.unbounded_send(BackendEvent::CloneReachRevoked);
             if !ok {
                 let observation = Observation::from_exit(ExitObservation::Exited { code });
-                return Ok(self.register(session, plan, events, String::new(), Vec::new(), proxy, Some(observation)));
+                return Ok(self.register(session, plan, events, created.id, Vec::new(), proxy, Some(observation)));
             }
         }
 
-        let mut body = workload_container(plan, session, &image, &self.config);
-        let allowlist = plan.egress.mode == EgressMode::Allowlist;
-        if let (true, Some((net, proxy_url))) = (allowlist, &reach) {
-            attach_to_proxy(&mut body, plan, &net.name, proxy_url, &self.config);
-        }
-        let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
-        let created =
-            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
-        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
-        if let (true, Some((net, _)), Some(task)) = (allowlist, &reach, &proxy) {
-            // Before any program runs (only the idle keeper does so far).
-            let pid = self.container_pid(&created.id).await?;
-            network::guard_container(pid, net.gateway, task.address.port()).await?;
-        }
         let mut volumes = Vec::new();
         for name in [&names.workspace, &names.tmp] {
             volumes.extend(self.volume_path(name).await);

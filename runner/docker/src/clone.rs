@@ -100,6 +100,8 @@ pub(crate) fn clone_container(
             source: Some(names.workspace.clone()),
             typ: Some(MountType::VOLUME),
             read_only: Some(false),
+            // The volume is already mounted by the idle workload container.
+            volume_options: Some(bollard::models::MountVolumeOptions { no_copy: Some(true), ..Default::default() }),
             ..Default::default()
         }]),
         tmpfs: Some(HashMap::from([("/tmp".to_owned(), "rw,size=16m,mode=1777".to_owned())])),

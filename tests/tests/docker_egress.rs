@@ -1,0 +1,145 @@
+//! The clone step and allowlist egress on Docker + gVisor, end to end. Every server is
+//! started by the test on this machine: a git smart-HTTP server with basic auth on
+//! loopback (reached through the session's proxy under the clone-phase rule), and
+//! canary web servers on a Docker network the test creates. Nothing else is contacted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::docker::*;
+use common::git_server::GitServer;
+use common::TestCa;
+use enclave_core::{AuditEvent, MemorySecrets, Secret, SessionStatus};
+use enclave_docker::DockerConfig;
+
+const TOKEN: &str = "repo-token-5e1f0c2b9a7d";
+
+fn clone_config(ca: &TestCa) -> DockerConfig {
+    DockerConfig {
+        static_hosts: HashMap::from([("git.enclave.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])]),
+        trusted_clone_networks: vec!["127.0.0.1/32".parse().unwrap()],
+        extra_ca_pem: Some(ca.pem()),
+        ..DockerConfig::default()
+    }
+}
+
+fn secrets(token: &str) -> Arc<MemorySecrets> {
+    let mut s = MemorySecrets::default();
+    s.insert("repo-token", Secret::new(token));
+    Arc::new(s)
+}
+
+fn clone_spec(port: u16, steps: &str) -> String {
+    format!(
+        r#"  repo:
+    url: https://git.enclave.test:{port}/app.git
+    ref: main
+    credential: repo-token
+  image: enclave/base:latest
+  steps:
+{steps}
+  artifacts: [out]
+"#
+    )
+}
+
+/// Every place the credential could leak, in the raw and basic-auth forms.
+fn leaks(haystack: &[u8]) -> Vec<&'static str> {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"));
+    let mut found = Vec::new();
+    let text = String::from_utf8_lossy(haystack);
+    if text.contains(TOKEN) {
+        found.push("token");
+    }
+    if text.contains(&basic) {
+        found.push("basic-auth form");
+    }
+    found
+}
+
+#[test]
+fn the_clone_step_alone_holds_the_credential() {
+    let rt = runtime();
+    let ca = TestCa::new();
+    let Some(backend) = backend(&rt, clone_config(&ca)) else { return };
+    let server = rt.block_on(GitServer::start(
+        ca.server_config(&["git.enclave.test"]),
+        "x-access-token",
+        TOKEN,
+        "hello from the private repo\n",
+    ));
+    // The workload looks everywhere it can for the credential and hands what it saw
+    // back as an artifact; the test searches that, since logs are redacted anyway.
+    let steps = r#"    - name: look
+      run: |
+        mkdir -p out
+        cat README.md
+        env > out/env.txt
+        for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f"; echo; done > out/cmdlines.txt
+        cp .git/config out/git-config.txt
+        git_files=$(find / -xdev -type f 2>/dev/null | grep -v '^/proc' | head -2000)
+        for f in $git_files; do cat "$f" 2>/dev/null; done > out/all-files.bin
+        ls -la /workspace /tmp > out/listing.txt
+        nc -z -w 2 127.0.0.1 1 2>/dev/null; echo "network-free: $?"
+"#;
+    let plan = plan_with("clone-secret", &clone_spec(server.addr.port(), steps), &enclave_core::Policy::default());
+    let mut kept = KeptBundle::default();
+    let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(TOKEN), None, Some(&mut kept));
+
+    assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
+    let stdout = outcome.stdout().join("\n");
+    assert!(stdout.contains("hello from the private repo"), "the workload sees the clone: {stdout}");
+    assert!(server.requests().iter().any(|(_, authorized)| *authorized), "the credential was presented");
+
+    let bundle = kept.0.expect("artifacts");
+    let tar = bundle.tar.clone();
+    assert!(bundle.files.iter().any(|f| f.path.ends_with("git-config.txt")), "{:?}", bundle.files);
+    let text = String::from_utf8_lossy(&tar).to_string();
+    assert!(text.contains("PATH=") && text.contains("sleep"), "the probe captured env and processes");
+    assert_eq!(leaks(&tar), Vec::<&str>::new(), "the credential reached the workload");
+    let git_config = String::from_utf8_lossy(&tar).to_string();
+    assert!(git_config.contains("url = https://git.enclave.test:"), "remote URL kept, without credentials");
+
+    // Nor is it in any event or audit record.
+    let events = serde_json::to_string(&outcome.events).unwrap();
+    let audit = serde_json::to_string(&outcome.audit).unwrap();
+    assert_eq!(leaks(events.as_bytes()), Vec::<&str>::new());
+    assert_eq!(leaks(audit.as_bytes()), Vec::<&str>::new());
+
+    // The clone's reach is audited, then revoked before the workload starts.
+    let kinds: Vec<&AuditEvent> = outcome.audit.iter().map(|r| &r.event).collect();
+    let position = |want: fn(&AuditEvent) -> bool| kinds.iter().position(|e| want(e));
+    let allowed = position(|e| matches!(e, AuditEvent::EgressDecision { decision, .. } if decision.is_allow()));
+    let finished = position(|e| matches!(e, AuditEvent::CloneFinished { ok: true, .. }));
+    let revoked = position(|e| matches!(e, AuditEvent::CloneReachRevoked { .. }));
+    let started = position(|e| matches!(e, AuditEvent::WorkloadStarted { .. }));
+    assert!(allowed.is_some() && finished.is_some() && revoked.is_some() && started.is_some(), "{kinds:#?}");
+    assert!(allowed < finished && finished < revoked && revoked < started, "{kinds:#?}");
+    assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}
+
+#[test]
+fn a_wrong_credential_fails_the_clone_and_starts_no_workload() {
+    let rt = runtime();
+    let ca = TestCa::new();
+    let Some(backend) = backend(&rt, clone_config(&ca)) else { return };
+    let server =
+        rt.block_on(GitServer::start(ca.server_config(&["git.enclave.test"]), "x-access-token", TOKEN, "x\n"));
+    let steps = "    - name: never\n      run: echo workload-ran\n";
+    let plan = plan_with("clone-denied", &clone_spec(server.addr.port(), steps), &enclave_core::Policy::default());
+    let outcome = run(&rt, backend.clone(), &plan, secrets("not-the-token-0000"), None);
+    assert!(matches!(outcome.result.status, SessionStatus::Failed { exit_code: 128 }), "{:#?}", outcome.result);
+    assert!(!outcome.stdout().join("\n").contains("workload-ran"));
+    assert!(server.requests().iter().all(|(_, authorized)| !*authorized));
+    assert!(
+        outcome.audit.iter().all(|r| !matches!(r.event, AuditEvent::WorkloadStarted { .. })),
+        "no workload after a failed clone"
+    );
+    assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}

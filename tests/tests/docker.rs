@@ -9,9 +9,7 @@
 
 use std::sync::Arc;
 
-use enclave_core::{
-    Backend, KillReason, MemorySecrets, NoSecrets, Policy, Secret, SessionStatus, to_jsonl_line,
-};
+use enclave_core::{Backend, KillReason, MemorySecrets, NoSecrets, Policy, Secret, SessionStatus, to_jsonl_line};
 use enclave_docker::DockerConfig;
 mod common;
 

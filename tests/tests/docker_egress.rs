@@ -12,9 +12,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use base64::Engine as _;
+use common::TestCa;
 use common::docker::*;
 use common::git_server::GitServer;
-use common::TestCa;
 use enclave_core::{AuditEvent, MemorySecrets, Secret, SessionStatus};
 use enclave_docker::DockerConfig;
 
@@ -129,8 +129,7 @@ fn a_wrong_credential_fails_the_clone_and_starts_no_workload() {
     let rt = runtime();
     let ca = TestCa::new();
     let Some(backend) = backend(&rt, clone_config(&ca)) else { return };
-    let server =
-        rt.block_on(GitServer::start(ca.server_config(&["git.enclave.test"]), "x-access-token", TOKEN, "x\n"));
+    let server = rt.block_on(GitServer::start(ca.server_config(&["git.enclave.test"]), "x-access-token", TOKEN, "x\n"));
     let steps = "    - name: never\n      run: echo workload-ran\n";
     let plan = plan_with("clone-denied", &clone_spec(server.addr.port(), steps), &enclave_core::Policy::default());
     let outcome = run(&rt, backend.clone(), &plan, secrets("not-the-token-0000"), None);
@@ -141,5 +140,116 @@ fn a_wrong_credential_fails_the_clone_and_starts_no_workload() {
         outcome.audit.iter().all(|r| !matches!(r.event, AuditEvent::WorkloadStarted { .. })),
         "no workload after a failed clone"
     );
+    assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}
+
+/// Canary web servers on a Docker network this test creates (runc: they are the
+/// test's own servers, not sessions), removed on drop.
+struct Canaries {
+    network: String,
+    names: Vec<String>,
+}
+
+impl Canaries {
+    fn start(count: usize) -> Self {
+        let tag =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let network = format!("enclave-test-canaries-{tag}");
+        docker(&["network", "create", &network]);
+        let mut names = Vec::new();
+        for i in 0..count {
+            let name = format!("{network}-{i}");
+            let serve =
+                format!("mkdir -p /tmp/w && echo canary-{i} > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w");
+            docker(&[
+                "run",
+                "-d",
+                "--rm",
+                "--pull",
+                "never",
+                "--network",
+                &network,
+                "--name",
+                &name,
+                "--user",
+                "65534",
+                "enclave/base:latest",
+                "sh",
+                "-c",
+                &serve,
+            ]);
+            names.push(name);
+        }
+        Self { network, names }
+    }
+
+    fn ip(&self, i: usize) -> String {
+        docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &self.names[i]])
+    }
+}
+
+impl Drop for Canaries {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", name]).output();
+        }
+        let _ = std::process::Command::new("docker").args(["network", "rm", &self.network]).output();
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn an_allowlist_workload_reaches_only_its_proxy() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    let canaries = Canaries::start(2);
+    let (allowed, denied) = (canaries.ip(0), canaries.ip(1));
+    let docker0 = docker(&["network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"]);
+    // A host listener on every address: the workload must not reach it, by any address.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    host.set_nonblocking(true).unwrap();
+
+    let body = format!(
+        r#"  image: enclave/base:latest
+  egress:
+    mode: allowlist
+    allow:
+      - cidr: {allowed}/32
+        ports: [8080]
+  steps:
+    - name: probe
+      run: |
+        check() {{ if eval "$2"; then echo "PASS $1"; else echo "FAIL $1"; fi; }}
+        gw=$(echo "$http_proxy" | sed 's#http://##; s#:.*##')
+        reach() {{ timeout 8 nc -w 3 "$1" "$2" </dev/null >/dev/null 2>&1; }}
+        # Debian's busybox 1.35 wget crashes when it uses a proxy, so requests are
+        # written by hand: absolute-form HTTP to the proxy from the environment.
+        via_proxy() {{ printf 'GET http://%s/ HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$1" "$1" | timeout 10 nc -w 5 "$gw" "${{http_proxy##*:}}"; }}
+        check allowed-canary-through-proxy 'via_proxy {allowed}:8080 | grep -q canary-0'
+        check denied-canary-through-proxy 'via_proxy {denied}:8080 | grep -q "403 Forbidden"'
+        check no-direct-route '! reach {allowed} 8080'
+        check host-listener-via-gateway '! reach "$gw" {host_port}'
+        check host-listener-via-docker0 '! reach {docker0} {host_port}'
+        check embedded-dns-closed '! reach 127.0.0.11 53'
+        check proxy-port-open 'reach "$gw" "${{http_proxy##*:}}"'
+"#
+    );
+    let plan = plan_with("allowlist-e2e", &body, &enclave_core::Policy::default());
+    let outcome = run(&rt, backend.clone(), &plan, Arc::new(MemorySecrets::default()), None);
+    let stdout = outcome.stdout();
+    let failed: Vec<&String> = stdout.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{stdout:#?}");
+    assert_eq!(stdout.iter().filter(|l| l.starts_with("PASS")).count(), 7, "{stdout:#?}");
+    assert!(host.accept().is_err(), "nothing reached the host listener");
+    assert_eq!(outcome.result.status, SessionStatus::Succeeded);
+    // The denial is in the result, for the user to fix their allowlist.
+    let denied_entry = outcome.result.egress_denied.iter().find(|d| d.host == denied);
+    assert!(denied_entry.is_some(), "{:#?}", outcome.result.egress_denied);
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }

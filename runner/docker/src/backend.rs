@@ -18,19 +18,19 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use enclave_core::{
-    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Isolation, Observation, Plan,
-    EgressPhase, Program, RawArtifact, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
+    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, EgressPhase, ExitObservation, Isolation,
+    Observation, Plan, Program, RawArtifact, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
 };
 use enclave_spec::EgressMode;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
+use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
 use crate::config::DockerConfig;
+use crate::container_spec::attach_to_proxy;
 use crate::container_spec::{
     Names, WORKSPACE, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container,
 };
-use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
-use crate::container_spec::attach_to_proxy;
 use crate::error::DockerError;
 use crate::network;
 
@@ -146,6 +146,11 @@ impl DockerBackend {
             .await
             .map_err(DockerError::call("network list"))?;
         found.extend(networks.into_iter().map(|n| format!("network:{}", n.name.unwrap_or_default())));
+        for guarded in network::guarded_sessions(&self.config.scope).await {
+            if session.is_none_or(|s| s.to_string() == guarded) {
+                found.push(format!("firewall:{guarded}"));
+            }
+        }
         Ok(found)
     }
 
@@ -271,14 +276,18 @@ impl DockerBackend {
             Some(name) => match secrets.resolve(name) {
                 Some(value) => zeroize::Zeroizing::new(auth_header(value.expose())),
                 None => {
-                    return Ok(CloneOutcome { code: 128, detail: format!("the clone credential secret {name:?} is not set") });
+                    return Ok(CloneOutcome {
+                        code: 128,
+                        detail: format!("the clone credential secret {name:?} is not set"),
+                    });
                 }
             },
             None => zeroize::Zeroizing::new(String::new()),
         };
         let body = clone_container(plan, session, &net.name, proxy_url, &self.config);
         let options = CreateContainerOptionsBuilder::default().name(&clone_container_name(session)).build();
-        let created = self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
+        let created =
+            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("clone start"))?;
         let pid = self.container_pid(&created.id).await?;
         network::guard_container(pid, net.gateway, proxy_port(proxy_url)).await?;

@@ -114,7 +114,13 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
 /// its only way out: gVisor's host-network mode inside the container's own namespace,
 /// and the proxy in the standard environment variables (the only variables added to the
 /// plan's environment).
-pub fn attach_to_proxy(body: &mut ContainerCreateBody, plan: &Plan, network: &str, proxy_url: &str, config: &DockerConfig) {
+pub fn attach_to_proxy(
+    body: &mut ContainerCreateBody,
+    plan: &Plan,
+    network: &str,
+    proxy_url: &str,
+    config: &DockerConfig,
+) {
     if let Some(host) = body.host_config.as_mut() {
         host.network_mode = Some(network.to_owned());
         if plan.containment.isolation == Isolation::Gvisor {

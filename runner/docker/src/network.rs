@@ -124,11 +124,27 @@ pub(crate) async fn guard_host(
     let gateway = net.gateway.to_string();
     let port = proxy_port.to_string();
     // Inserted in reverse order at the top of INPUT: accept the proxy, drop the rest.
-    iptables(&["-I", "INPUT", "1", "-i", &net.bridge, "-m", "comment", "--comment", &comment, "-j", "DROP"], None).await?;
+    iptables(&["-I", "INPUT", "1", "-i", &net.bridge, "-m", "comment", "--comment", &comment, "-j", "DROP"], None)
+        .await?;
     iptables(
         &[
-            "-I", "INPUT", "1", "-i", &net.bridge, "-d", &gateway, "-p", "tcp", "--dport", &port, "-m", "comment",
-            "--comment", &comment, "-j", "ACCEPT",
+            "-I",
+            "INPUT",
+            "1",
+            "-i",
+            &net.bridge,
+            "-d",
+            &gateway,
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "ACCEPT",
         ],
         None,
     )

@@ -18,7 +18,9 @@ mod record;
 mod resolve;
 mod sni;
 
-pub use proxy::{MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig, upstream_tls, upstream_tls_pem};
+pub use proxy::{
+    MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig, upstream_tls, upstream_tls_pem,
+};
 pub use record::Recorder;
 pub use resolve::{DnsResolver, Layered, Resolve, StaticResolver};
 pub use sni::{Hello, MAX_HELLO_BYTES, parse as parse_client_hello};

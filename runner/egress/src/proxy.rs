@@ -158,7 +158,7 @@ impl SessionProxy {
             async move { Ok::<_, Infallible>(proxy.handle(req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
-            .half_close(false)
+            .half_close(true)
             .keep_alive(false)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

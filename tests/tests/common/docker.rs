@@ -118,4 +118,3 @@ pub fn run_collecting(
 pub fn leftovers(rt: &tokio::runtime::Runtime, backend: &DockerBackend, session: &SessionId) -> Vec<String> {
     rt.block_on(backend.resources(Some(session))).unwrap()
 }
-

@@ -32,7 +32,8 @@ impl GitServer {
         make_repo(root.path(), readme);
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        let expected =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
         let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         let (project_root, log2) = (root.path().to_path_buf(), log.clone());
         tokio::spawn(async move {
@@ -99,8 +100,7 @@ async fn handle(
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let content_type =
-        req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let protocol = req.headers().get("git-protocol").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut child = tokio::process::Command::new("git")
@@ -123,9 +123,12 @@ async fn handle(
         let _ = stdin.write_all(&body).await;
     }
     let output = child.wait_with_output().await.expect("http-backend output");
-    let split = output.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4)).or_else(|| {
-        output.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2))
-    });
+    let split = output
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| output.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
     let Some((end, sep)) = split else {
         let mut response = Response::new(Full::new(Bytes::from_static(b"bad cgi output\n")));
         *response.status_mut() = StatusCode::BAD_GATEWAY;

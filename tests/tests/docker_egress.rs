@@ -253,3 +253,68 @@ fn an_allowlist_workload_reaches_only_its_proxy() {
     assert!(denied_entry.is_some(), "{:#?}", outcome.result.egress_denied);
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }
+
+#[test]
+fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
+    const SECRET: &str = "binding-secret-93c1d7e2aa";
+    let rt = runtime();
+    let ca = TestCa::new();
+    let upstream_ip = Ipv4Addr::new(127, 0, 0, 2);
+    let config = DockerConfig {
+        static_hosts: HashMap::from([("api.binding.test".to_owned(), vec![IpAddr::V4(upstream_ip)])]),
+        extra_ca_pem: Some(ca.pem()),
+        ..DockerConfig::default()
+    };
+    let Some(backend) = backend(&rt, config) else { return };
+    // The upstream echoes the request head back: an echoing upstream.
+    let upstream = rt.block_on(common::Canary::https(upstream_ip, ca.server_config(&["api.binding.test"])));
+    let body = format!(
+        r#"  image: enclave/base:latest
+  egress:
+    mode: allowlist
+    allow:
+      - cidr: 127.0.0.2/32
+        ports: [80]
+  bindings:
+    - name: api
+      host: api.binding.test
+      port: {port}
+      secret: api-token
+      inject:
+        header: Authorization
+        format: "Bearer {{secret}}"
+      methods: [GET]
+      paths: ["/v1/*"]
+  steps:
+    - name: call
+      run: |
+        mkdir -p out
+        gw=$(echo "$http_proxy" | sed 's#http://##; s#:.*##')
+        call() {{ printf '%s http://api.binding.test%s HTTP/1.1\r\nHost: api.binding.test\r\nConnection: close\r\n\r\n' "$1" "$2" | timeout 10 nc -w 5 "$gw" "${{http_proxy##*:}}"; }}
+        call GET /v1/me > out/allowed.txt
+        call DELETE /v1/me > out/refused.txt
+        env > out/env.txt
+        for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f"; echo; done > out/cmdlines.txt
+  artifacts: [out]
+"#,
+        port = upstream.port()
+    );
+    let plan = plan_with("binding-e2e", &body, &enclave_core::Policy::default());
+    let mut secrets = MemorySecrets::default();
+    secrets.insert("api-token", Secret::new(SECRET));
+    let mut kept = KeptBundle::default();
+    let outcome = run_collecting(&rt, backend.clone(), &plan, Arc::new(secrets), None, Some(&mut kept));
+    assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
+
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "only the in-scope call reached the upstream: {seen:?}");
+    assert!(seen[0].contains(&format!("authorization: Bearer {SECRET}")), "{}", seen[0]);
+    let tar = String::from_utf8_lossy(&kept.0.expect("artifacts").tar).to_string();
+    assert!(tar.contains("HTTP/1.1 200") && tar.contains("Bearer ***"), "the echo came back redacted: {tar}");
+    assert!(tar.contains("HTTP/1.1 403"), "the out-of-scope call was refused: {tar}");
+    assert!(!tar.contains(SECRET), "the secret reached the sandbox");
+    let records = serde_json::to_string(&outcome.audit).unwrap() + &serde_json::to_string(&outcome.events).unwrap();
+    assert!(!records.contains(SECRET));
+    assert!(outcome.audit.iter().any(|r| matches!(&r.event, AuditEvent::BindingUsed { allowed: true, .. })));
+    assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}

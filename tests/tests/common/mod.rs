@@ -3,6 +3,7 @@
 //! test did not create.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support")]
 
 pub mod docker;
 pub mod git_server;

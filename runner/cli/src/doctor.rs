@@ -146,9 +146,9 @@ pub(crate) fn doctor() -> u8 {
         what: format!("clone image {} present (git for the clone step)", config.clone_image),
         fix: (!has_git).then(|| SETUP.to_owned()),
     });
-    let firewall = ["iptables", "nsenter"].iter().all(|tool| {
-        std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
-    });
+    let firewall = ["iptables", "nsenter"]
+        .iter()
+        .all(|tool| std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()));
     checks.push(Check {
         ok: firewall,
         what: "iptables and nsenter available (per-session network guards)".to_owned(),

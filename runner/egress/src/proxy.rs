@@ -127,6 +127,7 @@ impl SessionProxy {
     }
 
     async fn serve_connection(self: Arc<Self>, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
         let mut closed = self.phase.subscribe();
         // hyper normalises framing headers before a handler sees them (it drops a
         // Content-Length sent beside Transfer-Encoding), so ambiguity is judged on the
@@ -661,6 +662,7 @@ async fn dial(addrs: &[IpAddr], port: u16) -> Option<TcpStream> {
     for addr in addrs {
         let target = SocketAddr::new(*addr, port);
         if let Ok(Ok(stream)) = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await {
+            let _ = stream.set_nodelay(true);
             return Some(stream);
         }
     }

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use common::TestCa;
 use common::docker::*;
 use common::git_server::GitServer;
-use enclave_core::{AuditEvent, MemorySecrets, Secret, SessionStatus};
+use enclave_core::{AuditEvent, Backend as _, MemorySecrets, Secret, SessionStatus};
 use enclave_docker::DockerConfig;
 
 const TOKEN: &str = "repo-token-5e1f0c2b9a7d";
@@ -317,4 +317,31 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
     assert!(!records.contains(SECRET));
     assert!(outcome.audit.iter().any(|r| matches!(&r.event, AuditEvent::BindingUsed { allowed: true, .. })));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}
+
+#[test]
+fn an_abandoned_allowlist_session_is_reaped_with_its_network_and_firewall_rules() {
+    let rt = runtime();
+    let scope = DockerConfig { scope: format!("net-reaper-{}", std::process::id()), ..DockerConfig::default() };
+    let Some(backend) = backend(&rt, scope) else { return };
+    let body = "  image: enclave/base:latest\n  egress:\n    mode: allowlist\n    allow:\n      - host: example.test\n        ports: [443]\n  command: [sleep, \"600\"]\n";
+    let plan = plan_with("net-orphan", body, &enclave_core::Policy::default());
+    let orphan = session_id("net-orphan");
+    let (events, _receiver) = futures::channel::mpsc::unbounded();
+    rt.block_on(backend.launch(&orphan, &plan, &MemorySecrets::default(), events)).unwrap();
+    let before = leftovers(&rt, &backend, &orphan);
+    for kind in ["container:", "volume:", "network:", "firewall:"] {
+        assert!(before.iter().any(|r| r.starts_with(kind)), "{kind} missing from {before:?}");
+    }
+    let rules =
+        String::from_utf8_lossy(&std::process::Command::new("iptables").args(["-S", "INPUT"]).output().unwrap().stdout)
+            .to_string();
+    assert!(rules.contains(&orphan.to_string()), "host rules tagged with the session");
+    let reaped = rt.block_on(backend.reap_orphans(&[])).unwrap();
+    assert!(reaped.contains(&orphan), "{reaped:?}");
+    assert_eq!(leftovers(&rt, &backend, &orphan), Vec::<String>::new());
+    let rules =
+        String::from_utf8_lossy(&std::process::Command::new("iptables").args(["-S", "INPUT"]).output().unwrap().stdout)
+            .to_string();
+    assert!(!rules.contains(&orphan.to_string()), "{rules}");
 }

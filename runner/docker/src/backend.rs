@@ -169,10 +169,16 @@ impl DockerBackend {
             .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(DockerError::call("volume list"))?;
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("network list"))?;
         let label_sets = containers
             .into_iter()
             .filter_map(|c| c.labels)
-            .chain(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels));
+            .chain(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels))
+            .chain(networks.into_iter().filter_map(|n| n.labels));
         let mut live = Vec::new();
         for labels in label_sets {
             let owner_alive = labels

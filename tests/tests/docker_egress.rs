@@ -345,3 +345,46 @@ fn an_abandoned_allowlist_session_is_reaped_with_its_network_and_firewall_rules(
             .to_string();
     assert!(!rules.contains(&orphan.to_string()), "{rules}");
 }
+
+#[test]
+fn one_session_cannot_reach_another_sessions_proxy() {
+    let rt = runtime();
+    let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
+    // Session B: an allowlist session left running (its proxy listening on its gateway).
+    let body_b = "  image: enclave/base:latest\n  egress:\n    mode: allowlist\n    allow:\n      - host: example.test\n        ports: [443]\n  command: [sleep, \"600\"]\n";
+    let plan_b = plan_with("session-b", body_b, &enclave_core::Policy::default());
+    let b = session_id("session-b");
+    let (events, _receiver) = futures::channel::mpsc::unbounded();
+    rt.block_on(backend.launch(&b, &plan_b, &MemorySecrets::default(), events)).unwrap();
+    // B's proxy address, from its host firewall rule.
+    let rules =
+        String::from_utf8_lossy(&std::process::Command::new("iptables").args(["-S", "INPUT"]).output().unwrap().stdout)
+            .to_string();
+    let accept = rules.lines().find(|l| l.contains(&b.to_string()) && l.contains("ACCEPT")).expect("B's accept rule");
+    let words: Vec<&str> = accept.split_whitespace().collect();
+    let after = |flag: &str| words.iter().position(|w| *w == flag).map(|i| words[i + 1]).expect("flag");
+    let (b_gateway, b_port) = (after("-d").trim_end_matches("/32").to_owned(), after("--dport").to_owned());
+
+    let body_a = format!(
+        r#"  image: enclave/base:latest
+  egress:
+    mode: allowlist
+    allow:
+      - host: example.test
+        ports: [443]
+  steps:
+    - name: probe
+      run: |
+        gw=$(echo "$http_proxy" | sed 's#http://##; s#:.*##')
+        if timeout 8 nc -w 3 {b_gateway} {b_port} </dev/null >/dev/null 2>&1; then echo "FAIL reached B's proxy"; else echo "PASS B's proxy unreachable"; fi
+        if timeout 8 nc -w 3 "$gw" {b_port} </dev/null >/dev/null 2>&1; then echo "FAIL B's port on A's gateway"; else echo "PASS B's port closed on A's gateway"; fi
+"#
+    );
+    let plan_a = plan_with("session-a", &body_a, &enclave_core::Policy::default());
+    let outcome = run(&rt, backend.clone(), &plan_a, Arc::new(MemorySecrets::default()), None);
+    let report = rt.block_on(backend.teardown(&b)).unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    let stdout = outcome.stdout();
+    assert_eq!(stdout.iter().filter(|l| l.starts_with("PASS")).count(), 2, "{stdout:#?}");
+    assert!(leftovers(&rt, &backend, &b).is_empty());
+}

@@ -51,11 +51,13 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
                 },
             },
         ));
+        // The clone phase's reach ends with the phase, whether the clone worked or not
+        // (as on Docker, where the clone rule is revoked after every clone).
+        out.push(emit(0, BackendEvent::CloneReachRevoked));
         if !ok {
             out.push((0, Action::End(Observation::from_exit(ExitObservation::Exited { code: 128 }))));
             return out;
         }
-        out.push(emit(0, BackendEvent::CloneReachRevoked));
     }
     out.push(emit(0, BackendEvent::WorkloadStarted));
 

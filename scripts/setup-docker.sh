@@ -107,19 +107,28 @@ docker info --format '{{json .Runtimes}}' | grep -q enclave-runsc \
     || { echo "setup-docker: dockerd does not list the enclave-runsc runtime" >&2; exit 1; }
 
 # 4. Base image, built locally: no registry is needed or used.
+# A minimal root filesystem in $1: busybox and its applets, users root and nobody,
+# a world-writable /tmp and a /workspace owned by the workload user.
+busybox_root() {
+    mkdir -p "$1"/{bin,tmp,workspace,etc,proc,dev,sys}
+    cp /bin/busybox "$1/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$1/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$1/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
+    chmod 1777 "$1/tmp"
+    chown 65534:65534 "$1/workspace"
+}
+
+build_dirs=()
+trap 'rm -rf "${build_dirs[@]}"' EXIT
+
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     say "building $IMAGE from busybox-static"
     root=$(mktemp -d)
-    trap 'rm -rf "$root"' EXIT
-    mkdir -p "$root"/{bin,tmp,workspace,etc,proc,dev,sys}
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$root/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-    chmod 1777 "$root/tmp"
-    chown 65534:65534 "$root/workspace"
+    build_dirs+=("$root")
+    busybox_root "$root"
     tar -C "$root" -c . | docker import \
         -c 'ENV PATH=/bin' -c 'WORKDIR /workspace' -c 'LABEL dev.enclave.image=base' \
         - "$IMAGE" >/dev/null
@@ -131,12 +140,9 @@ GIT_IMAGE=enclave/git:latest
 if ! docker image inspect "$GIT_IMAGE" >/dev/null 2>&1; then
     say "building $GIT_IMAGE from busybox-static and Debian's git"
     groot=$(mktemp -d)
-    trap 'rm -rf "$groot" "${root:-}"' EXIT
-    mkdir -p "$groot"/{bin,tmp,workspace,etc/ssl/certs,proc,dev,sys,usr/bin,usr/lib/git-core,usr/share/git-core}
-    cp /bin/busybox "$groot/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$groot/bin/$applet"
-    done
+    build_dirs+=("$groot")
+    busybox_root "$groot"
+    mkdir -p "$groot"/{etc/ssl/certs,usr/bin,usr/lib/git-core,usr/share/git-core}
     cp /usr/bin/git "$groot/usr/bin/git"
     for helper in git-remote-http git-remote-https; do
         cp /usr/lib/git-core/$helper "$groot/usr/lib/git-core/$helper"
@@ -148,10 +154,6 @@ if ! docker image inspect "$GIT_IMAGE" >/dev/null 2>&1; then
         cp -L "$lib" "$groot$lib"
     done
     cp /etc/ssl/certs/ca-certificates.crt "$groot/etc/ssl/certs/ca-certificates.crt"
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$groot/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$groot/etc/group"
-    chmod 1777 "$groot/tmp"
-    chown 65534:65534 "$groot/workspace"
     tar -C "$groot" -c . | docker import \
         -c 'ENV PATH=/usr/bin:/bin' -c 'WORKDIR /workspace' -c 'LABEL dev.enclave.image=git' \
         - "$GIT_IMAGE" >/dev/null

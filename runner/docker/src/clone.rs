@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, Mount, MountType};
 use enclave_core::{ClonePhase, Plan, SessionId};
 
 use crate::config::DockerConfig;
-use crate::container_spec::{Names, WORKSPACE};
+use crate::container_spec::{Limits, Names, WORKSPACE, hardened_host_config};
 use crate::labels;
 
 /// What the clone container runs (through exec, with stdin attached): the first stdin
@@ -83,34 +83,19 @@ pub(crate) fn clone_container(
         "GIT_CONFIG_NOSYSTEM=1".to_owned(),
         "PATH=/usr/bin:/bin".to_owned(),
     ];
-    let host_config = HostConfig {
-        runtime: Some(config.gvisor_netns_runtime.clone()),
-        readonly_rootfs: Some(true),
-        cap_drop: Some(vec!["ALL".to_owned()]),
-        cap_add: Some(Vec::new()),
-        security_opt: Some(vec!["no-new-privileges".to_owned()]),
-        privileged: Some(false),
-        memory: Some(memory),
-        memory_swap: Some(memory),
-        nano_cpus: Some(1_000_000_000),
-        pids_limit: Some(256),
-        network_mode: Some(network.to_owned()),
-        mounts: Some(vec![Mount {
-            target: Some(WORKSPACE.to_owned()),
-            source: Some(names.workspace.clone()),
-            typ: Some(MountType::VOLUME),
-            read_only: Some(false),
-            // The volume is already mounted by the idle workload container.
-            volume_options: Some(bollard::models::MountVolumeOptions { no_copy: Some(true), ..Default::default() }),
-            ..Default::default()
-        }]),
-        tmpfs: Some(HashMap::from([("/tmp".to_owned(), "rw,size=16m,mode=1777".to_owned())])),
-        ipc_mode: Some("private".to_owned()),
-        binds: Some(Vec::new()),
-        devices: Some(Vec::new()),
-        dns: Some(Vec::new()),
+    let workspace = Mount {
+        target: Some(WORKSPACE.to_owned()),
+        source: Some(names.workspace.clone()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(false),
+        // The volume is already mounted by the idle workload container.
+        volume_options: Some(bollard::models::MountVolumeOptions { no_copy: Some(true), ..Default::default() }),
         ..Default::default()
     };
+    let limits = Limits { memory, nano_cpus: 1_000_000_000, pids: 256 };
+    let mut host_config = hardened_host_config(config.gvisor_netns_runtime.clone(), limits, network, vec![workspace]);
+    host_config.tmpfs = Some(HashMap::from([("/tmp".to_owned(), "rw,size=16m,mode=1777".to_owned())]));
+    host_config.dns = Some(Vec::new());
     ContainerCreateBody {
         image: Some(config.clone_image.clone()),
         user: Some(format!("{}:{}", c.run_as_user, c.run_as_group)),

@@ -504,6 +504,10 @@ async fn binding_scope_is_enforced_before_the_upstream_is_touched() {
     assert_eq!(status(&raw(w.addr(), &outside).await), 403);
     let dotdot = get("http://api.binding.test/v1/../admin/keys", "api.binding.test");
     assert_eq!(status(&raw(w.addr(), &dotdot).await), 403);
+    let encoded = get("http://api.binding.test/v1/%2e%2e/admin/keys", "api.binding.test");
+    assert_eq!(status(&raw(w.addr(), &encoded).await), 403);
+    let slash = get("http://api.binding.test/v1%2f..%2fadmin", "api.binding.test");
+    assert_eq!(status(&raw(w.addr(), &slash).await), 403);
     assert_eq!(w.api.connections(), 0, "the upstream never saw a refused call");
     let refused: Vec<_> = w
         .drain()
@@ -513,7 +517,7 @@ async fn binding_scope_is_enforced_before_the_upstream_is_touched() {
             _ => None,
         })
         .collect();
-    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused.len(), 5, "{refused:?}");
 }
 
 #[tokio::test]

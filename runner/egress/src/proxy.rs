@@ -33,6 +33,8 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// How long a client has to send its TLS ClientHello after CONNECT.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a whole request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dialling an upstream may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest binding response the proxy buffers to strip an echoed credential.
@@ -133,9 +135,10 @@ impl SessionProxy {
         // Content-Length sent beside Transfer-Encoding), so ambiguity is judged on the
         // raw head. One request per connection keeps that judgement complete: there is
         // no second, unscanned request behind the first.
-        let head = match read_head(&mut stream).await {
-            Ok(head) => head,
-            Err(_) => return,
+        // The whole head within one deadline: a client trickling bytes holds nothing open.
+        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+            Ok(Ok(head)) => head,
+            _ => return,
         };
         if let Err(detail) = check_raw_head(&head) {
             let (host, port) = request_target(&head);
@@ -494,9 +497,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         if buf.len() > MAX_HEAD_BYTES {
             return Ok(buf); // judged (and refused) as too large
         }
-        let n = tokio::time::timeout(HELLO_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }

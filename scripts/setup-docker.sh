@@ -4,7 +4,8 @@
 #   2. registers Enclave's gVisor runtimes in /etc/docker/daemon.json, keeping any
 #      existing configuration;
 #   3. starts dockerd (or makes a running one reload its configuration);
-#   4. builds the base image enclave/base:latest from busybox-static with `docker import`.
+#   4. builds the base image enclave/base:latest from busybox-static with `docker import`;
+#   5. builds the clone image enclave/git:latest (busybox plus Debian's git and its libraries).
 # Safe to run again: each step checks first. Run as root.
 set -euo pipefail
 
@@ -26,6 +27,12 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x "$RUNSC" ] || need+=(runsc)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need+=(busybox-static)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# Debian's git (not whatever git is first on PATH): the clone image copies it with
+# its libraries; iptables guards the per-session networks of allowlist sessions.
+[ -x /usr/bin/git ] && [ -x /usr/lib/git-core/git-remote-https ] || need+=(git)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 if [ "${#need[@]}" -gt 0 ]; then
     say "installing ${need[*]}"
     apt-get update -qq
@@ -100,26 +107,62 @@ docker info --format '{{json .Runtimes}}' | grep -q enclave-runsc \
     || { echo "setup-docker: dockerd does not list the enclave-runsc runtime" >&2; exit 1; }
 
 # 4. Base image, built locally: no registry is needed or used.
+# A minimal root filesystem in $1: busybox and its applets, users root and nobody,
+# a world-writable /tmp and a /workspace owned by the workload user.
+busybox_root() {
+    mkdir -p "$1"/{bin,tmp,workspace,etc,proc,dev,sys}
+    cp /bin/busybox "$1/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$1/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$1/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
+    chmod 1777 "$1/tmp"
+    chown 65534:65534 "$1/workspace"
+}
+
+build_dirs=()
+trap 'rm -rf "${build_dirs[@]}"' EXIT
+
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     say "building $IMAGE from busybox-static"
     root=$(mktemp -d)
-    trap 'rm -rf "$root"' EXIT
-    mkdir -p "$root"/{bin,tmp,workspace,etc,proc,dev,sys}
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$root/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-    chmod 1777 "$root/tmp"
-    chown 65534:65534 "$root/workspace"
+    build_dirs+=("$root")
+    busybox_root "$root"
     tar -C "$root" -c . | docker import \
         -c 'ENV PATH=/bin' -c 'WORKDIR /workspace' -c 'LABEL dev.enclave.image=base' \
         - "$IMAGE" >/dev/null
 fi
 
+# 5. The clone image: busybox plus Debian's git and the shared libraries it links,
+#    copied from this host. Only the clone step uses it; workloads never do.
+GIT_IMAGE=enclave/git:latest
+if ! docker image inspect "$GIT_IMAGE" >/dev/null 2>&1; then
+    say "building $GIT_IMAGE from busybox-static and Debian's git"
+    groot=$(mktemp -d)
+    build_dirs+=("$groot")
+    busybox_root "$groot"
+    mkdir -p "$groot"/{etc/ssl/certs,usr/bin,usr/lib/git-core,usr/share/git-core}
+    cp /usr/bin/git "$groot/usr/bin/git"
+    for helper in git-remote-http git-remote-https; do
+        cp /usr/lib/git-core/$helper "$groot/usr/lib/git-core/$helper"
+    done
+    ln -s ../../bin/git "$groot/usr/lib/git-core/git"
+    # Every library the binaries link, with the loader, at the same paths.
+    for lib in $(ldd /usr/bin/git /usr/lib/git-core/git-remote-https | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
+        mkdir -p "$groot$(dirname "$lib")"
+        cp -L "$lib" "$groot$lib"
+    done
+    cp /etc/ssl/certs/ca-certificates.crt "$groot/etc/ssl/certs/ca-certificates.crt"
+    tar -C "$groot" -c . | docker import \
+        -c 'ENV PATH=/usr/bin:/bin' -c 'WORKDIR /workspace' -c 'LABEL dev.enclave.image=git' \
+        - "$GIT_IMAGE" >/dev/null
+fi
+docker run --rm --pull never --runtime=enclave-runsc --network=none "$GIT_IMAGE" git --version >/dev/null \
+    || { echo "setup-docker: $GIT_IMAGE does not run git under gVisor" >&2; exit 1; }
+
 # Prove gVisor actually runs: its kernel reports itself in dmesg.
-if docker run --rm --runtime=enclave-runsc --network=none "$IMAGE" dmesg 2>/dev/null | grep -q gVisor; then
+if docker run --rm --pull never --runtime=enclave-runsc --network=none "$IMAGE" dmesg 2>/dev/null | grep -q gVisor; then
     say "ok: docker $(docker version --format '{{.Server.Version}}'), gVisor runtime works, image $IMAGE present"
 else
     echo "setup-docker: a probe container under enclave-runsc did not see gVisor's kernel" >&2

@@ -187,7 +187,7 @@ fn check(rows: &[Row<'_>]) {
     for row in rows {
         match row {
             Connect(plan, phase, host, port, dns, want) => {
-                let ctx = DecisionContext { plan, phase: *phase, proxy_addresses: &PROXY };
+                let ctx = DecisionContext { plan, phase: *phase, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
                 let got = decide(&ctx, host, *port, *dns);
                 if got != *want {
                     failures.push(format!(
@@ -387,7 +387,7 @@ fn egress_host_rule_cannot_name_metadata_via_idna() {
         return; // Refused: the correct outcome.
     };
     let plan = enclave_core::plan(&parsed.spec, &Policy::default()).unwrap_or_else(|e| panic!("spec not planned: {e}"));
-    let ctx = DecisionContext { plan: &plan, phase: RUN, proxy_addresses: &PROXY };
+    let ctx = DecisionContext { plan: &plan, phase: RUN, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
     let decision = decide(&ctx, FULLWIDTH_METADATA, 80, NotModelled);
     panic!(
         "a host rule spelling 169.254.169.254 in fullwidth digits was accepted as {:?}; \
@@ -654,4 +654,34 @@ fn binding_scope_refuses_methods_and_path_escapes() {
         // A binding without `methods` or `paths` allows any of them.
         Request(artifacts, "DELETE", "/anything/at/all", Ok(())),
     ]);
+}
+
+#[test]
+fn operator_trusted_networks_open_the_clone_phase_only_and_never_metadata() {
+    let plan = plan_of(
+        "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: internal-git\nspec:\n  repo:\n    url: https://git.internal.test/team/app.git\n  command: [make]\n  egress:\n    mode: allowlist\n    allow:\n      - host: git.internal.test\n        ports: [443]\n",
+    );
+    let trusted: Vec<ipnet::IpNet> = vec![
+        "10.20.0.0/16".parse().unwrap_or_else(|e| panic!("{e}")),
+        "169.254.0.0/16".parse().unwrap_or_else(|e| panic!("{e}")),
+    ];
+    let internal = [ip("10.20.3.4")];
+    let metadata = [ip("169.254.169.254")];
+    let ctx = |phase| DecisionContext { plan: &plan, phase, proxy_addresses: &PROXY, trusted_clone_networks: &trusted };
+    let host = "git.internal.test";
+    assert_eq!(decide(&ctx(CLONE), host, 443, Resolved(&internal)), Decision::Allow { rule: "clone:repo".into() });
+    // The same name and address for the workload: its own rules apply, and they do not
+    // name the private range.
+    assert!(matches!(
+        decide(&ctx(RUN), host, 443, Resolved(&internal)),
+        Decision::Deny { reason: DenyReason::SpecialAddress { .. } }
+    ));
+    // Trusting a range never opens the metadata address inside it.
+    assert!(matches!(
+        decide(&ctx(CLONE), host, 443, Resolved(&metadata)),
+        Decision::Deny { reason: DenyReason::Metadata { .. } }
+    ));
+    // Without the operator's trust, the clone is refused like any private address.
+    let untrusted = DecisionContext { plan: &plan, phase: CLONE, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
+    assert!(!decide(&untrusted, host, 443, Resolved(&internal)).is_allow());
 }

@@ -138,6 +138,10 @@ impl Backend for ScriptBackend {
         Ok(exited(0))
     }
     async fn kill(&self, _run: &RunHandle) -> Result<(), BackendError> {
+        if self.events.lock().unwrap().as_ref().is_some_and(futures::channel::mpsc::UnboundedSender::is_closed) {
+            // What the egress proxy's recorder would see: it then denies.
+            self.call("events-closed");
+        }
         self.call("kill");
         self.killed.notify_one();
         Ok(())
@@ -375,5 +379,5 @@ fn an_audit_write_failure_stops_the_session_and_tears_down() {
     let (result, _) =
         run_with(backend.clone(), &plan_of("    deadline: 1h\n"), Arc::new(enclave_core::NoSecrets), false, &mut sink);
     assert!(matches!(result, Err(OrchestratorError::Audit { .. })), "nothing runs unaudited");
-    assert_eq!(backend.calls(), ["launch", "wait", "kill", "teardown"]);
+    assert_eq!(backend.calls(), ["launch", "wait", "events-closed", "kill", "teardown"]);
 }

@@ -131,6 +131,30 @@ pub(crate) fn doctor() -> u8 {
         what: format!("base image {image} present (built locally; no registry is used)"),
         fix: (!has_image).then(|| SETUP.to_owned()),
     });
+    let config = DockerConfig::default();
+    let netns = backend.runtimes().contains(&config.gvisor_netns_runtime);
+    checks.push(Check {
+        ok: netns,
+        what: format!(
+            "gVisor runtime {:?} registered (clone steps and allowlist sessions)",
+            config.gvisor_netns_runtime
+        ),
+        fix: (!netns).then(|| SETUP.to_owned()),
+    });
+    let has_git = runtime.block_on(backend.has_image(&config.clone_image));
+    checks.push(Check {
+        ok: has_git,
+        what: format!("clone image {} present (git for the clone step)", config.clone_image),
+        fix: (!has_git).then(|| SETUP.to_owned()),
+    });
+    let firewall = ["iptables", "nsenter"]
+        .iter()
+        .all(|tool| std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()));
+    checks.push(Check {
+        ok: firewall,
+        what: "iptables and nsenter available (per-session network guards)".to_owned(),
+        fix: (!firewall).then(|| "apt-get install iptables util-linux".to_owned()),
+    });
     if registered && has_image {
         let probe = runtime.block_on(gvisor_probe(backend.clone(), &image));
         let (ok, what) = match probe {

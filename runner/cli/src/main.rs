@@ -114,8 +114,39 @@ struct RunArgs {
     /// (`<id>.result.json`).
     #[arg(long, value_name = "DIR", default_value = ".enclave/sessions", env = "ENCLAVE_SESSIONS_DIR")]
     sessions_dir: PathBuf,
+    /// Where a secret's value comes from, as NAME=ENV_VAR: the value of environment
+    /// variable ENV_VAR (of this process) for the secret NAME that the spec's
+    /// `repo.credential` or a binding names. Values go only to the clone step and the
+    /// egress proxy, never into the sandbox, and are redacted from all output.
+    #[arg(long = "secret", value_name = "NAME=ENV_VAR")]
+    secrets: Vec<String>,
+    #[command(flatten)]
+    docker: DockerArgs,
     #[command(flatten)]
     isolation: IsolationArg,
+}
+
+/// Operator settings of the Docker backend.
+#[derive(Debug, Args)]
+struct DockerArgs {
+    /// Docker: a private network (CIDR) that the clone step may reach when the
+    /// repository host resolves into it (an internal git server). Never opens it to
+    /// the workload, and never opens the metadata address. Repeatable.
+    #[arg(
+        long = "trust-clone-network",
+        value_name = "CIDR",
+        env = "ENCLAVE_TRUST_CLONE_NETWORKS",
+        value_delimiter = ','
+    )]
+    trusted_clone_networks: Vec<ipnet::IpNet>,
+    /// Docker: resolve NAME to IP in the egress proxy without DNS (an internal host).
+    /// Repeatable.
+    #[arg(long = "static-host", value_name = "NAME=IP")]
+    static_hosts: Vec<String>,
+    /// Docker: extra CA certificates (PEM file) trusted by the clone step and by
+    /// binding upstreams, for an internal git server or API.
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_EXTRA_CA")]
+    extra_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

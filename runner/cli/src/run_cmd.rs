@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use enclave_core::{
-    AuditRecord, AuditSink, AuditWriteError, Decision, NoSecrets, Orchestrator, SessionEvent, SessionId, SessionResult,
-    SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
+    AuditRecord, AuditSink, AuditWriteError, Decision, MemorySecrets, Orchestrator, Secret, SessionEvent, SessionId,
+    SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
 };
 use enclave_sim::{SimBackend, WallClock};
 use futures::FutureExt as _;
 
-use crate::{BackendKind, RunArgs, RunFormat, exit, plan_text};
+use crate::{BackendKind, DockerArgs, RunArgs, RunFormat, exit, plan_text};
 
 /// Appends each record to a JSONL file and flushes it, so a crash loses nothing
 /// already recorded.
@@ -47,10 +47,61 @@ fn new_session_id() -> SessionId {
     SessionId::new(id).unwrap_or_else(|e| unreachable!("generated ids are valid: {e}"))
 }
 
+/// Secrets named `NAME=ENV_VAR`, read from this process's environment.
+fn secrets_from_env(pairs: &[String]) -> Result<MemorySecrets, String> {
+    let mut secrets = MemorySecrets::default();
+    for pair in pairs {
+        let Some((name, var)) = pair.split_once('=') else {
+            return Err(format!("--secret {pair:?}: expected NAME=ENV_VAR (the value is read from ENV_VAR)"));
+        };
+        let value = std::env::var(var)
+            .map_err(|_| format!("--secret {name}: environment variable {var} is not set (or not UTF-8)"))?;
+        secrets.insert(name, Secret::new(value));
+    }
+    Ok(secrets)
+}
+
+/// The Docker backend's settings from the command line.
+fn docker_config(args: &DockerArgs) -> Result<enclave_docker::DockerConfig, String> {
+    let mut config = enclave_docker::DockerConfig {
+        trusted_clone_networks: args.trusted_clone_networks.clone(),
+        ..Default::default()
+    };
+    for pair in &args.static_hosts {
+        let (name, ip) = pair.split_once('=').ok_or_else(|| format!("--static-host {pair:?}: expected NAME=IP"))?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("--static-host {pair:?}: {e}"))?;
+        let name = match enclave_spec::canonical_host(name) {
+            Ok(enclave_spec::Host::Domain(name)) => name,
+            _ => return Err(format!("--static-host {pair:?}: {name:?} is not a host name")),
+        };
+        config.static_hosts.entry(name).or_default().push(ip);
+    }
+    if let Some(path) = &args.extra_ca {
+        let pem = std::fs::read_to_string(path).map_err(|e| format!("--extra-ca {}: {e}", path.display()))?;
+        config.extra_ca_pem = Some(pem);
+    }
+    Ok(config)
+}
+
 pub(crate) fn run_command(args: &RunArgs) -> u8 {
     let plan = match plan_text::load_plan(args.file.as_deref(), &args.isolation.policy()) {
         Ok(plan) => plan,
         Err(code) => return code,
+    };
+    // Settings are checked before anything is created.
+    let secrets = match secrets_from_env(&args.secrets) {
+        Ok(secrets) => secrets,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::USAGE;
+        }
+    };
+    let docker_config = match (args.backend, docker_config(&args.docker)) {
+        (BackendKind::Docker, Err(message)) => {
+            eprintln!("error: {message}");
+            return exit::USAGE;
+        }
+        (_, config) => config.unwrap_or_default(),
     };
     let session = new_session_id();
     if let Err(e) = std::fs::create_dir_all(&args.sessions_dir) {
@@ -77,7 +128,7 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
     };
     let backend: Arc<dyn enclave_core::Backend> = match args.backend {
         BackendKind::Sim => Arc::new(SimBackend::new()),
-        BackendKind::Docker => match runtime.block_on(enclave_docker::DockerBackend::connect(Default::default())) {
+        BackendKind::Docker => match runtime.block_on(enclave_docker::DockerBackend::connect(docker_config)) {
             Ok(backend) => {
                 // Sessions left behind by an enclave process that died are removed first.
                 match runtime.block_on(backend.reap_abandoned()) {
@@ -111,7 +162,7 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
             }
         }
     };
-    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(NoSecrets));
+    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(secrets));
     let mut printer = Printer::new(args.output);
     if args.output == RunFormat::Text {
         printer.header(

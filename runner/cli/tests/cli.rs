@@ -568,3 +568,20 @@ fn doctor_reports_each_check_and_how_to_fix_it() {
     }
     assert!(out.stdout.contains("executes code: no (models only)"), "capabilities are printed: {out:?}");
 }
+
+#[test]
+fn secret_and_docker_settings_are_checked_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    let missing = sandbox.run(None, &["--secret", "repo-token=ENCLAVE_TEST_SURELY_UNSET_VAR"]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(missing.stderr.contains("ENCLAVE_TEST_SURELY_UNSET_VAR is not set"), "{}", missing.stderr);
+    let malformed = sandbox.run(None, &["--secret", "repo-token"]);
+    assert_eq!(malformed.code, 2);
+    assert!(malformed.stderr.contains("expected NAME=ENV_VAR"), "{}", malformed.stderr);
+    let host = sandbox.run(None, &["--backend", "docker", "--static-host", "0x7f000001=127.0.0.1"]);
+    assert_eq!(host.code, 2, "{host:?}");
+    assert!(host.stderr.contains("is not a host name"), "{}", host.stderr);
+    let network = sandbox.enclave(&["run", "--trust-clone-network", "not-a-cidr"]);
+    assert_eq!(network.code, 2, "{network:?}");
+    assert!(sandbox.audit_files().is_empty(), "no session was started");
+}

@@ -109,6 +109,18 @@ pub enum DenyReason {
     CloneOnlyRepoHost,
     /// The name resolved to no address.
     NoAddress,
+    /// A tunnel's TLS ClientHello named another server than the CONNECT host, or none.
+    SniMismatch {
+        /// The server name the ClientHello carried, if it carried one.
+        sni: Option<String>,
+    },
+    /// The request was malformed or ambiguous (framing, userinfo, missing authority).
+    BadRequest {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The decision could not be written to the audit log, so nothing is allowed.
+    AuditUnavailable,
 }
 
 impl fmt::Display for DenyReason {
@@ -127,6 +139,12 @@ impl fmt::Display for DenyReason {
             DenyReason::ProxySelf { address } => write!(f, "{address} is the egress proxy itself"),
             DenyReason::CloneOnlyRepoHost => f.write_str("the clone step may reach only the repository host"),
             DenyReason::NoAddress => f.write_str("the name resolved to no address"),
+            DenyReason::SniMismatch { sni: Some(sni) } => {
+                write!(f, "the TLS ClientHello names {sni:?}, not the CONNECT host")
+            }
+            DenyReason::SniMismatch { sni: None } => f.write_str("the TLS ClientHello carries no server name"),
+            DenyReason::BadRequest { detail } => write!(f, "malformed request: {detail}"),
+            DenyReason::AuditUnavailable => f.write_str("the audit log cannot be written"),
         }
     }
 }
@@ -140,6 +158,16 @@ pub struct DecisionContext<'a> {
     pub phase: EgressPhase,
     /// Addresses of the proxy itself, always denied.
     pub proxy_addresses: &'a [IpAddr],
+    /// Networks the operator trusts for the clone phase only (an internal git server on
+    /// a private range). Never widens the workload's reach; never opens metadata.
+    pub trusted_clone_networks: &'a [ipnet::IpNet],
+}
+
+impl<'a> DecisionContext<'a> {
+    /// A context with no proxy addresses and no operator-trusted networks.
+    pub fn new(plan: &'a Plan, phase: EgressPhase) -> Self {
+        Self { plan, phase, proxy_addresses: &[], trusted_clone_networks: &[] }
+    }
 }
 
 /// Addresses a name resolved to.
@@ -248,6 +276,9 @@ fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<
     match (class, range) {
         (AddressClass::Metadata, _) => Err(DenyReason::Metadata { address }),
         (AddressClass::Public, _) => Ok(()),
+        _ if ctx.phase == EgressPhase::Clone && ctx.trusted_clone_networks.iter().any(|n| n.contains(&effective)) => {
+            Ok(())
+        }
         (class, Some(range)) => {
             let named = ctx.plan.egress.rules.iter().any(|rule| match &rule.target {
                 RuleTarget::Cidr(net) => {

@@ -250,6 +250,9 @@ impl<'a> Driver<'a> {
             }
             if self.audit_failure.is_some() && self.order.is_none() {
                 self.order = Some(KillOrder { reason: KillReason::Cancelled, detail: "audit write failed".into() });
+                // Closing the channel makes every later record fail at its sender, so the
+                // egress proxy denies from here on: nothing passes unaudited.
+                receiver.close();
             }
             if self.order.is_some() && !self.kill_sent {
                 self.kill_sent = true;

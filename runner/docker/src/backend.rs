@@ -18,18 +18,34 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use enclave_core::{
-    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Isolation, Observation, Plan,
-    Program, RawArtifact, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
+    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, EgressPhase, ExitObservation, Isolation,
+    Observation, Plan, Program, RawArtifact, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
 };
 use enclave_spec::EgressMode;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
+use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
 use crate::config::DockerConfig;
+use crate::container_spec::attach_to_proxy;
 use crate::container_spec::{
     Names, WORKSPACE, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container,
 };
 use crate::error::DockerError;
+use crate::network;
+
+/// The longest a clone may take.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a clone ended.
+struct CloneOutcome {
+    code: i32,
+    detail: String,
+}
+
+fn proxy_port(url: &str) -> u16 {
+    url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+}
 use crate::labels;
 use crate::usage::{Usage, UsageReader};
 
@@ -42,7 +58,12 @@ pub struct DockerBackend {
 }
 
 struct Run {
+    /// The workload container; empty when the session ended before it (clone failed).
     container: String,
+    /// The outcome when the session ended before the workload started.
+    ended_early: Option<Observation>,
+    /// The session's egress proxy (clone step or allowlist mode); stopped on drop.
+    proxy: Option<enclave_egress::ProxyTask>,
     plan: Plan,
     events: BackendEvents,
     volumes: Vec<PathBuf>,
@@ -57,14 +78,14 @@ pub fn capabilities() -> Capabilities {
         gvisor: Support::Enforced,
         hardened_container: Support::Enforced,
         egress_deny: Support::Enforced,
-        egress_allowlist: Support::NotYet,
-        bindings: Support::NotYet,
+        egress_allowlist: Support::Enforced,
+        bindings: Support::Enforced,
         deadline: Support::Enforced,
         memory_kill_reason: Support::Enforced,
         pids_kill_reason: Support::Enforced,
         disk_kill_reason: Support::Enforced,
         log_limit: Support::Enforced,
-        clone: Support::NotYet,
+        clone: Support::Enforced,
         artifacts: Support::Enforced,
     }
 }
@@ -125,6 +146,11 @@ impl DockerBackend {
             .await
             .map_err(DockerError::call("network list"))?;
         found.extend(networks.into_iter().map(|n| format!("network:{}", n.name.unwrap_or_default())));
+        for guarded in network::guarded_sessions(&self.config.scope).await {
+            if session.is_none_or(|s| s.to_string() == guarded) {
+                found.push(format!("firewall:{guarded}"));
+            }
+        }
         Ok(found)
     }
 
@@ -143,10 +169,16 @@ impl DockerBackend {
             .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(DockerError::call("volume list"))?;
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("network list"))?;
         let label_sets = containers
             .into_iter()
             .filter_map(|c| c.labels)
-            .chain(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels));
+            .chain(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels))
+            .chain(networks.into_iter().filter_map(|n| n.labels));
         let mut live = Vec::new();
         for labels in label_sets {
             let owner_alive = labels
@@ -169,18 +201,187 @@ impl DockerBackend {
             .ok_or_else(|| BackendError::Unsupported(format!("session {session} is not running here")))
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        events: BackendEvents,
+        container: String,
+        volumes: Vec<PathBuf>,
+        proxy: Option<enclave_egress::ProxyTask>,
+        ended_early: Option<Observation>,
+    ) -> RunHandle {
+        let id = if container.is_empty() { format!("{session}-ended-before-workload") } else { container.clone() };
+        let run = Arc::new(Run {
+            container,
+            ended_early,
+            proxy,
+            plan: plan.clone(),
+            events,
+            volumes,
+            killed: watch::Sender::new(false),
+        });
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), run);
+        RunHandle { session: session.clone(), id }
+    }
+
+    /// Creates the session network, guards it, and starts the session's proxy on its
+    /// gateway. Binding secrets are copied into the proxy (on the host), never further.
+    async fn start_proxy(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        secrets: &dyn SecretStore,
+        events: &BackendEvents,
+    ) -> Result<(enclave_egress::ProxyTask, network::SessionNetwork), BackendError> {
+        let net = network::create(&self.docker, session, &self.config).await?;
+        let listener = tokio::net::TcpListener::bind((net.gateway, 0))
+            .await
+            .map_err(|e| DockerError::Setup(format!("proxy listener on {}: {e}", net.gateway)))?;
+        let port = listener.local_addr().map_err(|e| DockerError::Setup(e.to_string()))?.port();
+        network::guard_host(&self.config.scope, session, &net, port).await?;
+        let mut proxy_secrets = enclave_core::MemorySecrets::default();
+        for binding in &plan.bindings {
+            if let Some(value) = secrets.resolve(&binding.secret) {
+                proxy_secrets.insert(binding.secret.clone(), value);
+            }
+        }
+        let resolver: Arc<dyn enclave_egress::Resolve> = Arc::new(enclave_egress::Layered(
+            enclave_egress::StaticResolver::new(self.config.static_hosts.clone()),
+            enclave_egress::DnsResolver::from_system().map_err(DockerError::Setup)?,
+        ));
+        let upstream_tls =
+            enclave_egress::upstream_tls_pem(self.config.extra_ca_pem.as_deref()).map_err(DockerError::Setup)?;
+        let phase = if plan.clone_phase().is_some() { EgressPhase::Clone } else { EgressPhase::Run };
+        let proxy = enclave_egress::SessionProxy::new(enclave_egress::SessionProxyConfig {
+            plan: Arc::new(plan.clone()),
+            secrets: Arc::new(proxy_secrets),
+            resolver,
+            recorder: Arc::new(events.clone()),
+            proxy_addresses: vec![std::net::IpAddr::V4(net.gateway)],
+            trusted_clone_networks: self.config.trusted_clone_networks.clone(),
+            upstream_tls,
+            phase,
+        });
+        let task = proxy.serve(listener).map_err(|e| DockerError::Setup(format!("proxy: {e}")))?;
+        Ok((task, net))
+    }
+
+    /// Runs the clone container to completion; the credential goes in on stdin only.
+    async fn run_clone(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        clone: &enclave_core::ClonePhase,
+        net: &network::SessionNetwork,
+        proxy_url: &str,
+        secrets: &dyn SecretStore,
+    ) -> Result<CloneOutcome, DockerError> {
+        let header = match &clone.credential {
+            Some(name) => match secrets.resolve(name) {
+                Some(value) => zeroize::Zeroizing::new(auth_header(value.expose())),
+                None => {
+                    return Ok(CloneOutcome {
+                        code: 128,
+                        detail: format!("the clone credential secret {name:?} is not set"),
+                    });
+                }
+            },
+            None => zeroize::Zeroizing::new(String::new()),
+        };
+        let body = clone_container(plan, session, &net.name, proxy_url, &self.config);
+        let options = CreateContainerOptionsBuilder::default().name(&clone_container_name(session)).build();
+        let created =
+            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
+        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("clone start"))?;
+        let pid = self.container_pid(&created.id).await?;
+        network::guard_container(pid, net.gateway, proxy_port(proxy_url)).await?;
+        let exec_options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(true),
+            tty: Some(false),
+            cmd: Some(clone_command(clone)),
+            user: Some(format!("{}:{}", plan.containment.run_as_user, plan.containment.run_as_group)),
+            working_dir: Some(WORKSPACE.to_owned()),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&created.id, exec_options).await.map_err(DockerError::call("clone exec"))?;
+        let started = self.docker.start_exec(&exec.id, None).await.map_err(DockerError::call("clone exec start"))?;
+        let mut transcript = Vec::new();
+        if let StartExecResults::Attached { mut output, mut input } = started {
+            use tokio::io::AsyncWriteExt as _;
+            let mut stdin = zeroize::Zeroizing::new(format!("{}\n", header.as_str()).into_bytes());
+            if let Some(pem) = &self.config.extra_ca_pem {
+                stdin.extend_from_slice(pem.as_bytes());
+            }
+            let written = input.write_all(&stdin).await;
+            let _ = input.shutdown().await;
+            drop(input);
+            written.map_err(|e| DockerError::Setup(format!("clone stdin: {e}")))?;
+            let limit = tokio::time::sleep(CLONE_TIMEOUT);
+            tokio::pin!(limit);
+            loop {
+                tokio::select! {
+                    item = output.next() => match item {
+                        Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
+                            transcript.extend_from_slice(&message);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    },
+                    () = &mut limit => {
+                        return Ok(CloneOutcome { code: 128, detail: format!("the clone did not finish within {}s", CLONE_TIMEOUT.as_secs()) });
+                    }
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(DockerError::call("clone exec inspect"))?;
+        let code = inspect.exit_code.map_or(128, |c| i32::try_from(c).unwrap_or(128));
+        // git's own words, last lines only; the orchestrator redacts secret values again.
+        let text = String::from_utf8_lossy(&transcript).to_string();
+        let redactor = enclave_core::Redactor::new(&secrets.redaction_values());
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let detail = redactor.redact(&lines[lines.len().saturating_sub(4)..].join("; "));
+        let detail = if detail.is_empty() { format!("git exited with {code}") } else { detail };
+        Ok(CloneOutcome { code, detail })
+    }
+
+    async fn container_pid(&self, id: &str) -> Result<u32, DockerError> {
+        let inspect = self.docker.inspect_container(id, None).await.map_err(DockerError::call("container inspect"))?;
+        inspect
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| DockerError::Setup(format!("container {id} has no process")))
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        self.docker.remove_container(name, Some(options)).await.map_err(DockerError::call("container remove"))
+    }
+
     /// Refuses plans this backend cannot carry out faithfully, before creating anything.
     fn check_plan(&self, plan: &Plan) -> Result<(), BackendError> {
-        if plan.egress.mode == EgressMode::Allowlist {
-            return Err(BackendError::Unsupported(
-                "allowlist egress needs the egress proxy, which the Docker backend does not have yet; use egress mode deny"
-                    .into(),
-            ));
+        if let Some(clone) = plan.clone_phase() {
+            if clone.scheme != enclave_spec::RepoScheme::Https {
+                return Err(BackendError::Unsupported(
+                    "the Docker backend clones over https only (ssh would bypass the egress proxy's checks)".into(),
+                ));
+            }
+            if clone.git_ref.as_deref().is_some_and(|r| r.starts_with('-')) {
+                return Err(BackendError::Unsupported("a git ref may not start with '-'".into()));
+            }
         }
-        if plan.clone_phase().is_some() {
-            return Err(BackendError::Unsupported(
-                "cloning a repository is not implemented on the Docker backend yet".into(),
-            ));
+        let needs_network = plan.clone_phase().is_some() || plan.egress.mode == EgressMode::Allowlist;
+        if needs_network && !self.runtimes.contains(&self.config.gvisor_netns_runtime) {
+            return Err(BackendError::Unsupported(format!(
+                "the gVisor runtime {:?} (for sessions with a network) is not registered with dockerd; run scripts/setup-docker.sh",
+                self.config.gvisor_netns_runtime
+            )));
         }
         let runtime = runtime_for(plan, &self.config);
         if plan.containment.isolation == Isolation::Gvisor && !self.runtimes.contains(&runtime) {
@@ -342,42 +543,84 @@ impl Backend for DockerBackend {
         &self,
         session: &SessionId,
         plan: &Plan,
-        _secrets: &dyn SecretStore,
+        secrets: &dyn SecretStore,
         events: BackendEvents,
     ) -> Result<RunHandle, BackendError> {
         self.check_plan(plan)?;
         let names = Names::of(session);
         let image = plan.run_phase().map(|r| r.image.clone()).unwrap_or_default();
-        if self.docker.inspect_image(&image).await.is_err() {
-            return Err(BackendError::Unsupported(format!(
-                "image {image:?} is not present locally and no registry is used; build it first (scripts/setup-docker.sh builds enclave/base:latest)"
-            )));
+        let mut images = vec![image.clone()];
+        if plan.clone_phase().is_some() {
+            images.push(self.config.clone_image.clone());
+        }
+        for image in images {
+            if self.docker.inspect_image(&image).await.is_err() {
+                return Err(BackendError::Unsupported(format!(
+                    "image {image:?} is not present locally and no registry is used; build it first (scripts/setup-docker.sh builds enclave/base:latest and enclave/git:latest)"
+                )));
+            }
         }
         self.create_volume(session, &names.workspace, "workspace", plan.quotas.disk_bytes).await?;
         self.create_volume(session, &names.tmp, "tmp", plan.quotas.disk_bytes).await?;
-        let body = workload_container(plan, session, &image, &self.config);
+
+        let needs_network = plan.clone_phase().is_some() || plan.egress.mode == EgressMode::Allowlist;
+        let mut proxy = None;
+        let mut reach = None;
+        if needs_network {
+            let (task, net) = self.start_proxy(session, plan, secrets, &events).await?;
+            reach = Some((net, format!("http://{}", task.address)));
+            proxy = Some(task);
+        }
+
+        // The workload container starts first, idle (only its keeper runs): it holds the
+        // workspace volume mounted, so what the clone writes is still there when the
+        // clone container is gone (a tmpfs volume lives only while mounted somewhere).
+        let mut body = workload_container(plan, session, &image, &self.config);
+        let allowlist = plan.egress.mode == EgressMode::Allowlist;
+        if let (true, Some((net, proxy_url))) = (allowlist, &reach) {
+            attach_to_proxy(&mut body, plan, &net.name, proxy_url, &self.config);
+        }
         let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
         let created =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
+        if let (true, Some((net, _)), Some(task)) = (allowlist, &reach, &proxy) {
+            // Before any program runs (only the idle keeper does so far).
+            let pid = self.container_pid(&created.id).await?;
+            network::guard_container(pid, net.gateway, task.address.port()).await?;
+        }
+        if let (Some(clone), Some((net, proxy_url)), Some(task)) = (plan.clone_phase(), &reach, &proxy) {
+            let _ = events.unbounded_send(BackendEvent::CloneStarted);
+            let outcome = self.run_clone(session, plan, clone, net, proxy_url, secrets).await;
+            // The clone container goes first, then its reach: nothing it opened outlives it.
+            let _ = self.remove_container(&clone_container_name(session)).await;
+            task.proxy().revoke_clone_reach();
+            let (ok, detail, code) = match outcome {
+                Ok(CloneOutcome { code: 0, detail }) => (true, detail, 0),
+                Ok(CloneOutcome { code, detail }) => (false, detail, code),
+                Err(e) => (false, e.to_string(), 128),
+            };
+            let _ = events.unbounded_send(BackendEvent::CloneFinished { ok, detail });
+            let _ = events.unbounded_send(BackendEvent::CloneReachRevoked);
+            if !ok {
+                let observation = Observation::from_exit(ExitObservation::Exited { code });
+                return Ok(self.register(session, plan, events, created.id, Vec::new(), proxy, Some(observation)));
+            }
+        }
+
         let mut volumes = Vec::new();
         for name in [&names.workspace, &names.tmp] {
             volumes.extend(self.volume_path(name).await);
         }
         let _ = events.unbounded_send(BackendEvent::WorkloadStarted);
-        let run = Arc::new(Run {
-            container: created.id.clone(),
-            plan: plan.clone(),
-            events,
-            volumes,
-            killed: watch::Sender::new(false),
-        });
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), run);
-        Ok(RunHandle { session: session.clone(), id: created.id })
+        Ok(self.register(session, plan, events, created.id, volumes, proxy, None))
     }
 
     async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
         let run = self.run(&handle.session)?;
+        if let Some(observation) = &run.ended_early {
+            return Ok(observation.clone());
+        }
         let reader = UsageReader::new(&self.config.cgroup_root, &run.container, run.volumes.clone());
         // Docker's `oom` events: OOMKilled alone misses the kill when the event comes after
         // `die` (a race seen in ~4 % of runs under load), the event stream does not.
@@ -433,6 +676,9 @@ impl Backend for DockerBackend {
 
     async fn collect_artifacts(&self, handle: &RunHandle, paths: &[String]) -> Result<Vec<RawArtifact>, BackendError> {
         let run = self.run(&handle.session)?;
+        if run.container.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut raw = Vec::new();
         for path in paths {
             // Docker archives links as links (it never follows them); the orchestrator
@@ -462,6 +708,9 @@ impl Backend for DockerBackend {
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
         let run = self.run(&handle.session)?;
         run.killed.send_replace(true);
+        if run.container.is_empty() {
+            return Ok(());
+        }
         let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
         match self.docker.kill_container(&run.container, Some(options)).await {
             // Already stopped (e.g. the OOM killer was faster): nothing to kill.
@@ -471,7 +720,12 @@ impl Backend for DockerBackend {
     }
 
     async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
+        // Dropping the run stops its proxy: no connection outlives the session.
+        let run = self.runs.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
+        if let Some(task) = run.as_ref().and_then(|r| r.proxy.as_ref()) {
+            task.proxy().close();
+        }
+        drop(run);
         let filter = labels::session_filter(session);
         let mut report = TeardownReport::default();
         let containers = self
@@ -512,6 +766,11 @@ impl Backend for DockerBackend {
                 Err(e) => report.failed.push(format!("network:{name}: {e}")),
             }
         }
+        match network::unguard_host(&self.config.scope, session).await {
+            Ok(0) => {}
+            Ok(n) => report.removed.push(format!("firewall:{n} host rules")),
+            Err(e) => report.failed.push(format!("firewall: {e}")),
+        }
         Ok(report)
     }
 
@@ -532,6 +791,13 @@ impl Backend for DockerBackend {
         sessions.extend(
             volumes.volumes.unwrap_or_default().into_iter().filter_map(|v| v.labels.get(labels::SESSION).cloned()),
         );
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .await
+            .map_err(DockerError::call("network list"))?;
+        sessions.extend(networks.into_iter().filter_map(|n| n.labels?.get(labels::SESSION).cloned()));
+        sessions.extend(network::guarded_sessions(&self.config.scope).await);
         let mut reaped = Vec::new();
         for id in sessions {
             let Ok(session) = SessionId::new(id) else { continue };

@@ -1,5 +1,10 @@
 //! Backend configuration.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
 /// How the Docker backend runs sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerConfig {
@@ -14,6 +19,18 @@ pub struct DockerConfig {
     pub scope: String,
     /// The pid recorded as the owner of new sessions (this process by default).
     pub owner_pid: u32,
+    /// The gVisor runtime for sessions with a network (runsc with `--network=host`
+    /// inside the container's own namespace): clone steps and allowlist workloads.
+    pub gvisor_netns_runtime: String,
+    /// The image of the clone step (git plus a shell); never used for workloads.
+    pub clone_image: String,
+    /// Names the egress proxy resolves without DNS (an operator's internal hosts).
+    pub static_hosts: HashMap<String, Vec<IpAddr>>,
+    /// Private networks the clone step may reach when the repository host is in one
+    /// (an internal git server). Never widens the workload's reach; never metadata.
+    pub trusted_clone_networks: Vec<IpNet>,
+    /// Extra CA certificates (PEM) trusted by the clone step and binding upstreams.
+    pub extra_ca_pem: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -26,6 +43,11 @@ impl Default for DockerConfig {
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
             scope: "default".to_owned(),
             owner_pid: std::process::id(),
+            gvisor_netns_runtime: "enclave-runsc-netns".to_owned(),
+            clone_image: "enclave/git:latest".to_owned(),
+            static_hosts: HashMap::new(),
+            trusted_clone_networks: Vec::new(),
+            extra_ca_pem: None,
         }
     }
 }

@@ -53,6 +53,42 @@ pub(crate) fn tmpfs_volume_options(size_bytes: u64, uid: u32) -> HashMap<String,
     ])
 }
 
+/// Resource limits of one container.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Memory in bytes (swap is set equal: no swap at all).
+    pub(crate) memory: i64,
+    /// CPU in billionths of a CPU.
+    pub(crate) nano_cpus: i64,
+    /// Host tasks.
+    pub(crate) pids: i64,
+}
+
+/// The host configuration every Enclave container gets (workload and clone alike): the
+/// given runtime, read-only root, no capabilities, no new privileges, not privileged,
+/// private IPC, no binds or devices, and these limits, network and volume mounts.
+pub(crate) fn hardened_host_config(runtime: String, limits: Limits, network: &str, mounts: Vec<Mount>) -> HostConfig {
+    HostConfig {
+        runtime: Some(runtime),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        cap_add: Some(Vec::new()),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        privileged: Some(false),
+        memory: Some(limits.memory),
+        memory_swap: Some(limits.memory),
+        nano_cpus: Some(limits.nano_cpus),
+        pids_limit: Some(limits.pids),
+        network_mode: Some(network.to_owned()),
+        mounts: Some(mounts),
+        ipc_mode: Some("private".to_owned()),
+        binds: Some(Vec::new()),
+        devices: Some(Vec::new()),
+        auto_remove: Some(false),
+        ..Default::default()
+    }
+}
+
 /// The workload container: an idle process that keeps the sandbox alive while the
 /// program (command or steps) runs in it through `exec`, one process per step.
 pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config: &DockerConfig) -> ContainerCreateBody {
@@ -68,30 +104,22 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
         read_only: Some(false),
         ..Default::default()
     };
-    let host_config = HostConfig {
-        runtime: Some(runtime_for(plan, config)),
-        readonly_rootfs: Some(c.read_only_root_fs),
-        cap_drop: Some(vec!["ALL".to_owned()]),
-        cap_add: Some(Vec::new()),
-        security_opt: Some(vec!["no-new-privileges".to_owned()]),
-        privileged: Some(false),
-        memory: Some(memory),
-        // Swap equal to memory: no swap at all.
-        memory_swap: Some(memory),
-        nano_cpus: Some(i64::try_from(q.cpu_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
-        pids_limit: Some(i64::from(q.pids)),
-        network_mode: Some(match c.network {
-            NetworkMode::None => "none".to_owned(),
-            // Allowlist mode needs the egress proxy; the backend refuses it before this.
-            NetworkMode::ProxyOnly => "none".to_owned(),
-        }),
-        mounts: Some(vec![volume(&names.workspace, WORKSPACE), volume(&names.tmp, "/tmp")]),
-        ipc_mode: Some("private".to_owned()),
-        binds: Some(Vec::new()),
-        devices: Some(Vec::new()),
-        auto_remove: Some(false),
-        ..Default::default()
+    let limits = Limits {
+        memory,
+        nano_cpus: i64::try_from(q.cpu_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        pids: i64::from(q.pids),
     };
+    // Allowlist mode: `attach_to_proxy` later puts it on the session network.
+    let network = match c.network {
+        NetworkMode::None | NetworkMode::ProxyOnly => "none",
+    };
+    let mut host_config = hardened_host_config(
+        runtime_for(plan, config),
+        limits,
+        network,
+        vec![volume(&names.workspace, WORKSPACE), volume(&names.tmp, "/tmp")],
+    );
+    host_config.readonly_rootfs = Some(c.read_only_root_fs);
     ContainerCreateBody {
         image: Some(image.to_owned()),
         user: Some(user),
@@ -108,6 +136,34 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
         tty: Some(false),
         ..Default::default()
     }
+}
+
+/// Puts an allowlist-mode workload on its session network, with the session's proxy as
+/// its only way out: gVisor's host-network mode inside the container's own namespace,
+/// and the proxy in the standard environment variables (the only variables added to the
+/// plan's environment).
+pub fn attach_to_proxy(
+    body: &mut ContainerCreateBody,
+    plan: &Plan,
+    network: &str,
+    proxy_url: &str,
+    config: &DockerConfig,
+) {
+    if let Some(host) = body.host_config.as_mut() {
+        host.network_mode = Some(network.to_owned());
+        if plan.containment.isolation == Isolation::Gvisor {
+            host.runtime = Some(config.gvisor_netns_runtime.clone());
+        }
+        host.dns = Some(Vec::new());
+    }
+    body.network_disabled = Some(false);
+    let mut env = body.env.take().unwrap_or_default();
+    for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+        env.push(format!("{name}={proxy_url}"));
+    }
+    env.push("NO_PROXY=".to_owned());
+    env.push("no_proxy=".to_owned());
+    body.env = Some(env);
 }
 
 /// `KEY=value` strings for a process: the plan's environment, then the step's.

@@ -23,6 +23,9 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// Host set-up for a session (network, firewall, proxy) failed.
+    #[error("session set-up failed: {0}")]
+    Setup(String),
 }
 
 impl DockerError {

@@ -12,17 +12,19 @@
 //! than its plan's containment profile.
 
 mod backend;
+mod clone;
 mod config;
 mod connect;
 mod container_spec;
 mod error;
 mod labels;
+mod network;
 mod usage;
 
 pub use backend::{DockerBackend, capabilities};
 pub use config::DockerConfig;
 pub use connect::{MIN_API, connect};
-pub use container_spec::{Names, WORKSPACE, workload_container};
+pub use container_spec::{Names, WORKSPACE, attach_to_proxy, workload_container};
 pub use error::DockerError;
 pub use labels::{MANAGED, OWNER_PID, ROLE, SCOPE, SESSION};
 pub use usage::{Usage, UsageReader};

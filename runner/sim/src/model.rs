@@ -33,7 +33,7 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
 
     if let Some(clone) = plan.clone_phase() {
         out.push(emit(0, BackendEvent::CloneStarted));
-        let ctx = DecisionContext { plan, phase: EgressPhase::Clone, proxy_addresses: &[] };
+        let ctx = DecisionContext::new(plan, EgressPhase::Clone);
         let decision = decide(&ctx, &clone.host, clone.port, Resolution::NotModelled);
         let ok = decision.is_allow();
         out.push(emit(
@@ -51,11 +51,13 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
                 },
             },
         ));
+        // The clone phase's reach ends with the phase, whether the clone worked or not
+        // (as on Docker, where the clone rule is revoked after every clone).
+        out.push(emit(0, BackendEvent::CloneReachRevoked));
         if !ok {
             out.push((0, Action::End(Observation::from_exit(ExitObservation::Exited { code: 128 }))));
             return out;
         }
-        out.push(emit(0, BackendEvent::CloneReachRevoked));
     }
     out.push(emit(0, BackendEvent::WorkloadStarted));
 
@@ -97,7 +99,7 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
 
 fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(u64, Action)>) {
     let count = model.egress.len() as u64;
-    let ctx = DecisionContext { plan, phase: EgressPhase::Run, proxy_addresses: &[] };
+    let ctx = DecisionContext::new(plan, EgressPhase::Run);
     for (index, attempt) in model.egress.iter().enumerate() {
         let at = attempt.at.map_or_else(|| duration * (index as u64 + 1) / (count + 1), |a| a.0);
         let resolution = if attempt.resolves_to.is_empty() {

@@ -1,0 +1,26 @@
+//! Enclave's egress proxy: the only way out of an allowlist-mode sandbox.
+//!
+//! One proxy serves one session on its own listener, so where a connection arrives
+//! identifies the session; no header is trusted for that. Every connection is decided
+//! by [`enclave_core::decide`] (the same function the simulator uses), against
+//! addresses resolved exactly once and then dialled as checked. Tunnels (`CONNECT`) are
+//! passed through untouched after the TLS ClientHello's server name is checked against
+//! the CONNECT host; plain HTTP is rebuilt with a trustworthy `Host` and without
+//! hop-by-hop or `Proxy-*` headers, and ambiguous framing is refused. Service bindings
+//! are called by the workload over plain HTTP; the proxy checks the binding's scope,
+//! sets its credential header and talks verified TLS to the binding's host only.
+//!
+//! Every decision and binding use is recorded; if it cannot be recorded, the proxy
+//! denies.
+
+mod proxy;
+mod record;
+mod resolve;
+mod sni;
+
+pub use proxy::{
+    MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig, upstream_tls, upstream_tls_pem,
+};
+pub use record::Recorder;
+pub use resolve::{DnsResolver, Layered, Resolve, StaticResolver};
+pub use sni::{Hello, MAX_HELLO_BYTES, parse as parse_client_hello};

@@ -1,0 +1,120 @@
+//! Helpers for tests against the real Docker backend: a runtime, the backend (or a loud
+//! skip outside CI), inline specs, and a full orchestrated run that verifies the audit.
+
+use std::sync::Arc;
+
+use enclave_core::{
+    AuditRecord, MemoryAuditSink, Orchestrator, Policy, SecretStore, SessionEvent, SessionId, SessionResult,
+    SessionRun, TimedEvent, to_jsonl_line, verify_jsonl,
+};
+use enclave_docker::{DockerBackend, DockerConfig};
+use enclave_sim::WallClock;
+use futures::FutureExt as _;
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The backend, or `None` (with a loud message) when Docker is not available outside CI.
+pub fn backend(rt: &tokio::runtime::Runtime, config: DockerConfig) -> Option<Arc<DockerBackend>> {
+    match rt.block_on(DockerBackend::connect(config)) {
+        Ok(backend) => Some(Arc::new(backend)),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("Docker is required in CI (run scripts/setup-docker.sh): {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: Docker is not available here ({e}); CI runs this test");
+            None
+        }
+    }
+}
+
+pub struct Outcome {
+    pub result: SessionResult,
+    pub events: Vec<TimedEvent>,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl Outcome {
+    pub fn stdout(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.event {
+                SessionEvent::Log { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub fn spec(name: &str, body: &str) -> enclave_core::Plan {
+    plan_with(name, body, &Policy::default())
+}
+
+pub fn plan_with(name: &str, body: &str, policy: &Policy) -> enclave_core::Plan {
+    let yaml = format!("apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n{body}");
+    let parsed = enclave_spec::parse("test.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+    enclave_core::plan(&parsed.spec, policy).unwrap()
+}
+
+pub fn session_id(tag: &str) -> SessionId {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    SessionId::new(format!("ses-test-{tag}-{}", nanos % 1_000_000_000_000)).unwrap()
+}
+
+pub fn run(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secrets: Arc<dyn SecretStore>,
+    cancel_after: Option<std::time::Duration>,
+) -> Outcome {
+    run_collecting(rt, backend, plan, secrets, cancel_after, None)
+}
+
+/// Keeps the artifact bundle in memory.
+#[derive(Default)]
+pub struct KeptBundle(pub Option<enclave_core::ArtifactBundle>);
+
+impl enclave_core::ArtifactSink for KeptBundle {
+    fn store(&mut self, bundle: &enclave_core::ArtifactBundle) -> Result<String, String> {
+        self.0 = Some(bundle.clone());
+        Ok("memory".into())
+    }
+}
+
+pub fn run_collecting(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secrets: Arc<dyn SecretStore>,
+    cancel_after: Option<std::time::Duration>,
+    artifacts: Option<&mut KeptBundle>,
+) -> Outcome {
+    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
+    let session = session_id(&plan.name);
+    let mut audit = MemoryAuditSink::default();
+    let mut events = Vec::new();
+    let mut listener = |e: &TimedEvent| events.push(e.clone());
+    let cancel = match cancel_after {
+        Some(after) => async move { tokio::time::sleep(after).await }.boxed(),
+        None => futures::future::pending().boxed(),
+    };
+    let result = rt
+        .block_on(orchestrator.run(SessionRun {
+            session,
+            plan,
+            audit: &mut audit,
+            listener: &mut listener,
+            cancel,
+            artifacts: artifacts.map(|a| a as &mut dyn enclave_core::ArtifactSink),
+        }))
+        .unwrap();
+    let jsonl: String = audit.records.iter().map(to_jsonl_line).collect();
+    assert!(verify_jsonl(jsonl.as_bytes()).is_ok(), "audit chain verifies");
+    Outcome { result, events, audit: audit.records }
+}
+
+pub fn leftovers(rt: &tokio::runtime::Runtime, backend: &DockerBackend, session: &SessionId) -> Vec<String> {
+    rt.block_on(backend.resources(Some(session))).unwrap()
+}

@@ -69,7 +69,8 @@ pub fn capabilities() -> Capabilities {
         gvisor: Support::Configured,
         hardened_container: Support::Configured,
         egress_deny: Support::Configured,
-        // Routed to the egress proxy by NetworkPolicy; the proxy itself is not built yet.
+        // Routed to the egress proxy by NetworkPolicy; the proxy does not run on
+        // Kubernetes yet (on Docker it runs per session).
         egress_allowlist: Support::NotYet,
         bindings: Support::NotYet,
         deadline: Support::Configured,
@@ -80,7 +81,7 @@ pub fn capabilities() -> Capabilities {
         disk_kill_reason: Support::Configured,
         log_limit: Support::Configured,
         // The credential stays in the init container; the clone's network reach goes
-        // through the egress proxy, which is not built yet.
+        // through the egress proxy, which does not run on Kubernetes yet.
         clone: Support::NotYet,
         artifacts: Support::NotYet,
     }

@@ -101,4 +101,7 @@ pub struct Created {
     pub session: Session,
     /// Warnings about the spec (it was accepted).
     pub warnings: Vec<enclave_spec::Diagnostic>,
+    /// True when the server's backend only models sessions (the simulator): nothing
+    /// will be executed.
+    pub simulated: bool,
 }

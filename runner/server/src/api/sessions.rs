@@ -119,7 +119,11 @@ pub(crate) async fn create(
     if let Ok(location) = HeaderValue::from_str(&session.links.self_) {
         response_headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::CREATED, response_headers, Json(Created { session, warnings: parsed.warnings })))
+    Ok((
+        StatusCode::CREATED,
+        response_headers,
+        Json(Created { session, warnings: parsed.warnings, simulated: !state.backend.capabilities().executes_code }),
+    ))
 }
 
 /// Query of `GET /v1/sessions`.

@@ -275,7 +275,7 @@ impl AuditSink for MemoryAuditSink {
 }
 
 /// The result of verifying a chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     /// Records that verified before any break.
     pub verified: usize,
@@ -295,7 +295,7 @@ impl VerifyReport {
 }
 
 /// Where and why a chain breaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BrokenRecord {
     /// 1-based line in the JSONL file.
     pub line: usize,

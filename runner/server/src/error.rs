@@ -15,7 +15,7 @@ pub struct ApiError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`unauthenticated`, `not_found`, `invalid_spec`, ...).
     pub code: &'static str,

@@ -17,6 +17,7 @@ mod auth;
 mod config;
 mod error;
 mod metrics;
+mod openapi;
 mod reconcile;
 mod runner;
 mod view;
@@ -33,6 +34,7 @@ use enclave_store::{Store, StoreError};
 pub use auth::{AdminAuth, TenantAuth};
 pub use config::{Limits, PolicyLimits, ServerConfig, SimPace};
 pub use error::{ApiError, ErrorBody};
+pub use openapi::{openapi, openapi_json};
 pub use reconcile::{INFRA_LOST_DETAIL, Reconciled, reconcile};
 pub use view::{Created, Links, Session, SessionPage};
 

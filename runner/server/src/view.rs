@@ -6,7 +6,7 @@ use enclave_store::StoredSession;
 use serde::Serialize;
 
 /// A session as clients see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     /// Session id.
@@ -34,7 +34,7 @@ pub struct Session {
 }
 
 /// Related resources of a session.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Links {
     /// This session.
@@ -82,7 +82,7 @@ impl Session {
 }
 
 /// A page of sessions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionPage {
     /// Sessions, newest first.
@@ -93,7 +93,7 @@ pub struct SessionPage {
 }
 
 /// A created session, with the spec's warnings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Created {
     /// The session.

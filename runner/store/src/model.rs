@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub type TenantId = String;
 
 /// Per-tenant ceilings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantLimits {
     /// Most sessions running at once; past it a create is refused (HTTP 429).
@@ -23,7 +23,7 @@ impl Default for TenantLimits {
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     /// Its id.
@@ -125,7 +125,7 @@ pub struct StateCount {
 }
 
 /// A session's stored artifacts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactManifest {
     /// Files kept.

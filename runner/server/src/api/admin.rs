@@ -16,7 +16,7 @@ use crate::auth::{AdminAuth, TenantAuth};
 use crate::error::ApiError;
 
 /// Body of `POST /v1/admin/tenants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NewTenant {
     /// Unique name: 1-64 lowercase letters, digits and '-'.
@@ -26,7 +26,7 @@ pub(crate) struct NewTenant {
 }
 
 /// A created tenant and its token (shown once; only its hash is kept).
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TenantCreated {
     tenant: Tenant,
@@ -74,7 +74,7 @@ pub(crate) async fn list_tenants(
 }
 
 /// The names of a tenant's secrets (values are never returned).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct SecretNames {
     names: Vec<String>,
 }

@@ -16,7 +16,7 @@ use crate::auth::TenantAuth;
 use crate::error::ApiError;
 
 /// A session's stored output.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Logs {
     /// Log events in order: `log` lines (redacted), or `log_volume` on the simulator,
@@ -50,7 +50,7 @@ pub(crate) async fn audit(
 }
 
 /// The verification of a session's audit chain.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Verification {
     /// Whether the chain verifies and ends at the result's audit digest (when there is

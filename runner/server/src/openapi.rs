@@ -53,6 +53,42 @@ fn id_param() -> Value {
             "schema": { "type": "string" } })
 }
 
+/// A valid spec, as the request body's example.
+const EXAMPLE_SPEC_YAML: &str = include_str!("../../../examples/sessions/hello.yaml");
+
+fn example_spec_json() -> Value {
+    json!({
+        "apiVersion": "enclave.dev/v1",
+        "kind": "Session",
+        "metadata": { "name": "hello" },
+        "spec": {
+            "command": ["echo", "hello from the sandbox"],
+            "quotas": { "memory": "128Mi", "deadline": "30s" },
+            "simulate": { "exitCode": 0, "duration": "200ms" }
+        }
+    })
+}
+
+/// Links from a created session to the operations on it (the stateful fuzzer follows them).
+fn session_links() -> Value {
+    let ops = [
+        ("GetSession", "getSession"),
+        ("CancelSession", "cancelSession"),
+        ("SessionEvents", "sessionEvents"),
+        ("SessionLogs", "sessionLogs"),
+        ("SessionAudit", "sessionAudit"),
+        ("VerifySessionAudit", "verifySessionAudit"),
+        ("SessionArtifacts", "sessionArtifacts"),
+    ];
+    let links: Map<String, Value> = ops
+        .iter()
+        .map(|(name, op)| {
+            ((*name).to_owned(), json!({ "operationId": op, "parameters": { "id": "$response.body#/id" } }))
+        })
+        .collect();
+    Value::Object(links)
+}
+
 fn text(description: &str, media: &str) -> Value {
     json!({ "description": description, "content": { media: { "schema": { "type": "string" } } } })
 }
@@ -68,7 +104,11 @@ pub fn openapi() -> Value {
 
     let create = {
         let responses = map(vec![
-            ("201", b.json::<Created>("The session was created and started")),
+            ("201", {
+                let mut created = b.json::<Created>("The session was created and started");
+                created["links"] = session_links();
+                created
+            }),
             ("400", b.error("The body could not be read")),
             ("403", b.error("The tenant's daily session quota is used up")),
             ("413", b.error("The body is over the server's limit")),
@@ -79,9 +119,10 @@ pub fn openapi() -> Value {
             "operationId": "createSession", "summary": "Create a session from a spec (YAML or JSON)",
             "security": secured,
             "requestBody": { "required": true, "content": {
-                "application/yaml": { "schema": { "type": "string" } },
+                "application/yaml": { "schema": { "type": "string" }, "example": EXAMPLE_SPEC_YAML },
                 "application/json": { "schema": { "type": "object",
-                    "description": "A session spec (schema/session.schema.json)" } } } },
+                    "description": "A session spec (schema/session.schema.json)" },
+                    "example": example_spec_json() } } },
             "responses": b.authenticated(responses),
         })
     };
@@ -118,11 +159,21 @@ pub fn openapi() -> Value {
         session_op(&mut b, "cancelSession", "Cancel a running session", vec![("202", ok), ("409", conflict)])
     };
     let events = {
-        let ok = text(
-            "Server-Sent Events: `id` is the event's sequence number, `event` its type, `data` the event as \
-             JSON; the stream ends with `finished`, which carries the result",
-            "text/event-stream",
-        );
+        let event = b.schema::<enclave_core::TimedEvent>();
+        let ok = json!({
+            "description": "Server-Sent Events: `id` is the event's sequence number, `event` its type, `data` the \
+                            event as JSON; the stream ends with `finished`, which carries the result",
+            "content": { "text/event-stream": { "schema": {
+                "description": "One event of the stream",
+                "type": "object",
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": { "type": "string", "pattern": "^[0-9]+$" },
+                    "event": { "type": "string" },
+                    "data": { "type": "string", "contentMediaType": "application/json", "contentSchema": event },
+                },
+            } } },
+        });
         let bad = b.error("Invalid Last-Event-ID");
         let mut op = session_op(&mut b, "sessionEvents", "Stream a session's events", vec![("200", ok), ("400", bad)]);
         if let Some(params) = op["parameters"].as_array_mut() {
@@ -155,15 +206,16 @@ pub fn openapi() -> Value {
                 "responses": b.authenticated(map(vec![("200", ok)])) })
     };
     let put_secret = {
+        let name_schema = b.schema::<enclave_spec::SecretName>();
         let responses = map(vec![
             ("204", json!({ "description": "Stored, sealed at rest" })),
             ("400", b.error("Invalid name or value")),
             ("503", b.error("The server has no secret key")),
         ]);
         json!({ "operationId": "putSecret", "summary": "Set a secret (write-only)", "security": secured,
-                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": name_schema }],
                 "requestBody": { "required": true,
-                                 "content": { "text/plain": { "schema": { "type": "string" } } } },
+                                 "content": { "text/plain": { "schema": { "type": "string", "minLength": 1 } } } },
                 "responses": b.authenticated(responses) })
     };
     let admin_errors = |b: &mut Builder, mut responses: Map<String, Value>| {

@@ -42,10 +42,13 @@ impl Default for StoreOptions {
     }
 }
 
-/// The SQLite store.
+/// The SQLite store. Writes go through one connection, so writers queue in the pool
+/// (asynchronously) instead of contending for the database lock (where SQLite's busy
+/// handler sleeps); reads use a pool of their own, which WAL lets run beside the writer.
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
     options: StoreOptions,
 }
 
@@ -109,17 +112,22 @@ impl SqliteStore {
             .await
             .map_err(StoreError::db("opening the database"))?;
         migrator().run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(Self { pool, options })
+        Ok(Self { writer: pool.clone(), pool, options })
     }
 
     async fn connect(connect: SqliteConnectOptions, options: StoreOptions) -> Result<Self, StoreError> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(connect)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
             .await
             .map_err(StoreError::db("opening the database"))?;
-        migrator().run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(Self { pool, options })
+        migrator().run(&writer).await.map_err(StoreError::Migrate)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(StoreError::db("opening the database"))?;
+        Ok(Self { pool, writer, options })
     }
 
     /// The journal mode in force (`wal` for a file database).
@@ -133,7 +141,7 @@ impl SqliteStore {
     /// Runs a raw statement: for tests that prove what the database itself refuses.
     pub async fn execute_raw(&self, sql: &'static str) -> Result<u64, StoreError> {
         sqlx::query(sql)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map(|r| r.rows_affected())
             .map_err(StoreError::db("running a raw statement"))
@@ -219,7 +227,7 @@ impl Store for SqliteStore {
         .bind(tenant.created_ms)
         .bind(to_i64(limits.max_concurrent))
         .bind(to_i64(limits.daily_sessions))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match inserted {
             Ok(_) => Ok(tenant),
@@ -255,7 +263,7 @@ impl Store for SqliteStore {
         .bind(issued.secret_hash.as_slice())
         .bind(chrono::Utc::now().timestamp_millis())
         .bind(expires_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match inserted {
             Ok(_) => Ok(issued),
@@ -314,7 +322,7 @@ impl Store for SqliteStore {
         .bind(to_i64(limits.max_concurrent))
         .bind(to_i64(limits.daily_sessions))
         .bind(DAY_MS)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(StoreError::db("creating a session"))?;
         if inserted.rows_affected() == 1 {
@@ -348,7 +356,7 @@ impl Store for SqliteStore {
             .bind(status.name())
             .bind(json)
             .bind(status.kill_reason().map(|r| r.to_string()))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(StoreError::db("updating a session's status"))?;
         Ok(())
@@ -367,7 +375,7 @@ impl Store for SqliteStore {
         .bind(result.kill_reason.map(|r| r.to_string()))
         .bind(document)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(StoreError::db("recording a result"))?;
         Ok(())
@@ -435,7 +443,7 @@ impl Store for SqliteStore {
         let kind = event_kind(&event.event);
         let body = serde_json::to_string(event).unwrap_or_default();
         let bytes = to_i64(body.len() as u64);
-        let mut tx = self.pool.begin().await.map_err(StoreError::db("appending an event"))?;
+        let mut tx = self.writer.begin().await.map_err(StoreError::db("appending an event"))?;
         let counted = if kind == "log" {
             sqlx::query("UPDATE sessions SET event_bytes = event_bytes + ?2 WHERE id = ?1 AND event_bytes + ?2 <= ?3")
                 .bind(session.as_str())
@@ -506,7 +514,7 @@ impl Store for SqliteStore {
             .bind(record.session.as_str())
             .bind(to_i64(record.seq))
             .bind(to_jsonl_line(record))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(StoreError::db("appending an audit record"))?;
         Ok(())
@@ -532,7 +540,7 @@ impl Store for SqliteStore {
             .bind(session.as_str())
             .bind(serde_json::to_string(&manifest).unwrap_or_default())
             .bind(bundle.tar.as_slice())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(StoreError::db("storing artifacts"))?;
         Ok(())
@@ -564,7 +572,7 @@ impl Store for SqliteStore {
         .bind(nonce)
         .bind(sealed)
         .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match stored {
             Ok(_) => Ok(()),

@@ -22,7 +22,9 @@ mod reconcile;
 mod runner;
 mod view;
 
+use std::future::IntoFuture as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -54,7 +56,11 @@ pub(crate) struct AppState {
 pub struct App {
     router: Router,
     reconciled: Reconciled,
+    runner: Arc<runner::SessionRunner>,
 }
+
+/// How long a stopping server waits for its cancelled sessions to end.
+const STOP_GRACE: Duration = Duration::from_secs(60);
 
 impl App {
     /// Reconciles the store with the backend, then builds the router. `admin_token`
@@ -67,17 +73,18 @@ impl App {
     ) -> Result<Self, StoreError> {
         let reconciled = reconcile(store.as_ref(), &backend).await?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let runner = Arc::new(runner::SessionRunner::new(store.clone(), backend.clone(), metrics.clone()));
         let state = Arc::new(AppState {
             policy: config.policy.policy(),
             rate_limit: auth::TenantRateLimit::new(config.limits.requests_per_second, config.limits.request_burst),
             admin_token: admin_token.filter(|t| !t.trim().is_empty()).map(auth::AdminToken::new),
-            runner: Arc::new(runner::SessionRunner::new(store.clone(), backend.clone(), metrics.clone())),
+            runner: runner.clone(),
             metrics,
             store,
             backend,
             config,
         });
-        Ok(Self { router: router(state), reconciled })
+        Ok(Self { router: router(state), reconciled, runner })
     }
 
     /// What reconciliation did at start.
@@ -90,13 +97,42 @@ impl App {
         self.router.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` until `shutdown` completes. Then it stops accepting, cancels
+    /// the sessions still running (each ends torn down and audited, which also ends
+    /// their event streams) and returns once they have ended, or after a grace period;
+    /// a session still running then is ended as `infra_lost` at the next start.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let graceful = async move {
+            let mut stopped = stopped;
+            // An error means the sender is gone: stop as well.
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(graceful).into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = shutdown => {}
+        }
+        let _ = stop.send(true);
+        self.runner.cancel_all();
+        let runner = self.runner.clone();
+        let drained = async move {
+            while !runner.is_idle() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(STOP_GRACE, async { tokio::join!(server, drained).0 }).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("sessions or streams still open after the stop grace period; stopping anyway");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -90,6 +90,21 @@ impl SessionRunner {
         }
     }
 
+    /// Asks every running session to stop (server shutdown): each still ends through
+    /// the orchestrator, torn down and audited.
+    pub(crate) fn cancel_all(&self) {
+        for running in self.lock().values_mut() {
+            if let Some(cancel) = running.cancel.take() {
+                let _ = cancel.send(());
+            }
+        }
+    }
+
+    /// Whether no session is running here.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Starts a recorded session. Its secrets are opened now, for the clone step and
     /// redaction only, and dropped (zeroized) when the session ends.
     pub(crate) fn start(self: &Arc<Self>, session: SessionId, tenant: TenantId, plan: Plan) {

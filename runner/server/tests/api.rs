@@ -50,12 +50,16 @@ struct Server {
     runtime: Option<tokio::runtime::Runtime>,
     base: String,
     reconciled: Reconciled,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Server {
     async fn start(data: &Path, backend: Arc<SimBackend>, config: ServerConfig, key: &str) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
         let db = data.join("enclave.db");
         let key = SecretKey::parse(key).unwrap();
         runtime.spawn(async move {
@@ -65,10 +69,29 @@ impl Server {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tx.send((addr, app.reconciled().clone())).unwrap();
-            app.serve(listener, futures::future::pending()).await.unwrap();
+            let shutdown = async move {
+                // A dropped sender (the test ended) is not a stop request.
+                if stop_rx.await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            };
+            app.serve(listener, shutdown).await.unwrap();
+            let _ = stopped_tx.send(());
         });
         let (addr, reconciled) = rx.await.expect("server started");
-        Self { runtime: Some(runtime), base: format!("http://{addr}"), reconciled }
+        Self {
+            runtime: Some(runtime),
+            base: format!("http://{addr}"),
+            reconciled,
+            stop: Some(stop),
+            stopped: Some(stopped),
+        }
+    }
+
+    /// Stops the server the orderly way and waits until `serve` returned.
+    async fn stop(&mut self) {
+        self.stop.take().expect("running").send(()).unwrap();
+        self.stopped.take().expect("running").await.expect("serve returned");
     }
 
     /// Stops the server the way a crash would: tasks dropped mid-flight, no teardown.
@@ -631,6 +654,29 @@ async fn a_restart_ends_running_sessions_as_infra_lost_and_leaves_nothing_runnin
     // A second restart finds nothing to do.
     f.restart(config()).await;
     assert!(f.server.reconciled.sessions.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_stop_cancels_running_sessions_so_a_restart_finds_nothing() {
+    let mut f = Fixture::real_time(config()).await;
+    let token = f.tenant("acme", None).await;
+    let id = f.create_ok(&token, LONG).await["id"].as_str().unwrap().to_owned();
+    f.wait_running(&token, &id).await;
+    // A subscriber still streaming must not hold the stop up: its stream ends with the session.
+    let follower = {
+        let (http, url, token) = (f.http.clone(), f.url(&format!("/v1/sessions/{id}/events")), token.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap().text().await.unwrap() })
+    };
+    f.server.stop().await;
+    let streamed = follower.await.unwrap();
+    assert!(streamed.contains("event: finished"), "{streamed}");
+
+    f.restart(config()).await;
+    assert!(f.server.reconciled.sessions.is_empty(), "the stop ended the session itself");
+    let session = f.get_json(&token, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(session["status"]["reason"], "cancelled");
+    assert_eq!(f.get_json(&token, &format!("/v1/sessions/{id}/audit/verify")).await["ok"], true);
+    assert!(f.backend.reap_orphans(&[]).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use enclave_core::Backend as _;
+use async_trait::async_trait;
+use base64::Engine as _;
+use enclave_core::{
+    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, Observation, Plan, RunHandle, SecretStore,
+    SessionId, Stream, TeardownReport,
+};
 use enclave_server::{App, Reconciled, ServerConfig};
 use enclave_sim::SimBackend;
 use enclave_store::{SecretKey, SqliteStore, Store, StoreOptions};
@@ -55,7 +60,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(data: &Path, backend: Arc<SimBackend>, config: ServerConfig, key: &str) -> Self {
+    async fn start(data: &Path, backend: Arc<dyn Backend>, config: ServerConfig, key: &str) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -116,7 +121,7 @@ impl Drop for Server {
 struct Fixture {
     dir: tempfile::TempDir,
     key: String,
-    backend: Arc<SimBackend>,
+    backend: Arc<dyn Backend>,
     server: Server,
     http: reqwest::Client,
 }
@@ -130,7 +135,7 @@ impl Fixture {
         Self::with_backend(config, Arc::new(SimBackend::real_time())).await
     }
 
-    async fn with_backend(config: ServerConfig, backend: Arc<SimBackend>) -> Self {
+    async fn with_backend(config: ServerConfig, backend: Arc<dyn Backend>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = SecretKey::generate_hex().unwrap().to_string();
         let server = Server::start(dir.path(), backend.clone(), config, &key).await;
@@ -679,10 +684,56 @@ async fn an_orderly_stop_cancels_running_sessions_so_a_restart_finds_nothing() {
     assert!(f.backend.reap_orphans(&[]).await.unwrap().is_empty());
 }
 
+/// The simulator, plus a workload that prints the clone credential it was handed (as a
+/// hostile or careless program would): raw, base64-encoded, and inside a URL.
+struct LeakingBackend {
+    sim: SimBackend,
+}
+
+#[async_trait]
+impl Backend for LeakingBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.sim.capabilities()
+    }
+    fn session_clock(&self, session: &SessionId) -> Option<Arc<dyn enclave_core::Clock>> {
+        self.sim.session_clock(session)
+    }
+    async fn launch(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        secrets: &dyn SecretStore,
+        events: BackendEvents,
+    ) -> Result<RunHandle, BackendError> {
+        let name = plan.clone_phase().and_then(|c| c.credential.clone()).expect("a clone credential");
+        let value = secrets.resolve(&name).expect("the clone step can resolve the tenant's secret");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value.expose());
+        let line = format!("token={} b64={encoded} url=https://x:{}@example.com/\n", value.expose(), value.expose());
+        let handle = self.sim.launch(session, plan, secrets, events.clone()).await?;
+        events.unbounded_send(BackendEvent::Output { stream: Stream::Stdout, data: line.into_bytes() }).unwrap();
+        Ok(handle)
+    }
+    async fn wait(&self, run: &RunHandle) -> Result<Observation, BackendError> {
+        self.sim.wait(run).await
+    }
+    async fn kill(&self, run: &RunHandle) -> Result<(), BackendError> {
+        self.sim.kill(run).await
+    }
+    async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
+        self.sim.teardown(session).await
+    }
+    async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
+        self.sim.reap_orphans(live).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_secret_appears_in_no_response_and_no_stored_byte() {
     let canary = "canary-7d3f9a1e5b2c-do-not-leak";
-    let f = Fixture::new(config()).await;
+    let f = Fixture::with_backend(config(), Arc::new(LeakingBackend { sim: SimBackend::new() })).await;
     let token = f.tenant("acme", None).await;
     let put = f
         .http
@@ -706,6 +757,10 @@ async fn a_canary_secret_appears_in_no_response_and_no_stored_byte() {
     let events = f.events(&token, &id, None).await;
     let result: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
     assert_eq!(result["result"]["status"]["state"], "succeeded", "{result}");
+    // The workload did print it; what is stored and streamed is the redacted line.
+    let logs = f.get_json(&token, &format!("/v1/sessions/{id}/logs")).await;
+    let printed: Vec<&str> = logs["entries"].as_array().unwrap().iter().filter_map(|e| e["line"].as_str()).collect();
+    assert_eq!(printed, ["token=*** b64=*** url=https://x:***@example.com/"], "{logs}");
     responses.extend(events.iter().map(|e| format!("{}\n{}\n{}", e.id, e.event, e.data)));
     for path in ["", "/logs", "/audit", "/audit/verify", "/artifacts"] {
         responses.push(f.get(&token, &format!("/v1/sessions/{id}{path}")).await.text().await.unwrap());

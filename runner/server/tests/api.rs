@@ -668,10 +668,17 @@ async fn an_orderly_stop_cancels_running_sessions_so_a_restart_finds_nothing() {
     let id = f.create_ok(&token, LONG).await["id"].as_str().unwrap().to_owned();
     f.wait_running(&token, &id).await;
     // A subscriber still streaming must not hold the stop up: its stream ends with the session.
+    let (connected, is_connected) = tokio::sync::oneshot::channel();
     let follower = {
         let (http, url, token) = (f.http.clone(), f.url(&format!("/v1/sessions/{id}/events")), token.clone());
-        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap().text().await.unwrap() })
+        tokio::spawn(async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            connected.send(()).unwrap();
+            response.text().await.unwrap()
+        })
     };
+    // Stop only once the stream is open (its headers arrived).
+    is_connected.await.unwrap();
     f.server.stop().await;
     let streamed = follower.await.unwrap();
     assert!(streamed.contains("event: finished"), "{streamed}");

@@ -63,10 +63,6 @@ impl ArtifactSink for StoreArtifactSink {
     }
 }
 
-fn event_kind_is_finished(event: &TimedEvent) -> bool {
-    matches!(event.event, SessionEvent::Finished { .. })
-}
-
 impl SessionRunner {
     pub(crate) fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
         Self { store, backend, metrics, running: Mutex::new(HashMap::new()) }
@@ -187,32 +183,44 @@ impl SessionRunner {
         mut events: mpsc::UnboundedReceiver<TimedEvent>,
         live: broadcast::Sender<Arc<StoredEvent>>,
     ) {
-        while let Some(event) = events.recv().await {
-            self.metrics.observe(&event.event);
-            match &event.event {
-                SessionEvent::Status { status } if !status.is_terminal() => {
-                    if let Err(e) = self.store.set_status(&session, status).await {
-                        tracing::error!(%session, error = %e, "status could not be stored");
+        // Events that queued up while the last batch was written go in one transaction.
+        let mut batch = Vec::new();
+        while events.recv_many(&mut batch, 256).await > 0 {
+            let mut finished = false;
+            let mut latest_status = None;
+            for event in &batch {
+                self.metrics.observe(&event.event);
+                match &event.event {
+                    SessionEvent::Status { status } if !status.is_terminal() => latest_status = Some(status),
+                    SessionEvent::Finished { result } => {
+                        finished = true;
+                        // The result is stored before the event that announces it.
+                        let now = chrono::Utc::now().timestamp_millis();
+                        if let Err(e) = self.store.finish_session(&session, result, now).await {
+                            tracing::error!(%session, error = %e, "result could not be stored");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(status), false) = (latest_status, finished)
+                && let Err(e) = self.store.set_status(&session, status).await
+            {
+                tracing::error!(%session, error = %e, "status could not be stored");
+            }
+            match self.store.append_events(&session, &batch).await {
+                Ok(kept) => {
+                    for (event, kept) in batch.iter().zip(kept) {
+                        if kept {
+                            let body = serde_json::to_string(event).unwrap_or_default();
+                            // No subscriber is not an error.
+                            let _ = live.send(Arc::new(StoredEvent { seq: event.seq, body }));
+                        }
                     }
                 }
-                SessionEvent::Finished { result } => {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    if let Err(e) = self.store.finish_session(&session, result, now).await {
-                        tracing::error!(%session, error = %e, "result could not be stored");
-                    }
-                }
-                _ => {}
+                Err(e) => tracing::error!(%session, error = %e, "events could not be stored"),
             }
-            let finished = event_kind_is_finished(&event);
-            match self.store.append_event(&session, &event).await {
-                Ok(true) => {
-                    let body = serde_json::to_string(&event).unwrap_or_default();
-                    // No subscriber is not an error.
-                    let _ = live.send(Arc::new(StoredEvent { seq: event.seq, body }));
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!(%session, error = %e, "event could not be stored"),
-            }
+            batch.clear();
             if finished {
                 break;
             }

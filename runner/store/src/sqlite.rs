@@ -439,44 +439,45 @@ impl Store for SqliteStore {
             .map_err(StoreError::db("counting sessions"))
     }
 
-    async fn append_event(&self, session: &SessionId, event: &TimedEvent) -> Result<bool, StoreError> {
-        let kind = event_kind(&event.event);
-        let body = serde_json::to_string(event).unwrap_or_default();
-        let bytes = to_i64(body.len() as u64);
-        let mut tx = self.writer.begin().await.map_err(StoreError::db("appending an event"))?;
-        let counted = if kind == "log" {
-            sqlx::query("UPDATE sessions SET event_bytes = event_bytes + ?2 WHERE id = ?1 AND event_bytes + ?2 <= ?3")
-                .bind(session.as_str())
-                .bind(bytes)
-                .bind(to_i64(self.options.event_bytes_per_session))
-        } else {
-            sqlx::query("UPDATE sessions SET event_bytes = event_bytes + ?2 WHERE id = ?1 AND ?3 = ?3")
-                .bind(session.as_str())
-                .bind(bytes)
-                .bind(0_i64)
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("appending an event"))?;
-        if counted.rows_affected() == 0 {
-            sqlx::query("UPDATE sessions SET logs_dropped = logs_dropped + 1 WHERE id = ?1")
-                .bind(session.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db("counting a dropped log line"))?;
-            tx.commit().await.map_err(StoreError::db("appending an event"))?;
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO session_events (session_id, seq, kind, body) VALUES (?1, ?2, ?3, ?4)")
+    async fn append_events(&self, session: &SessionId, events: &[TimedEvent]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(StoreError::db("appending events"))?;
+        let mut kept = Vec::with_capacity(events.len());
+        for event in events {
+            let kind = event_kind(&event.event);
+            let body = serde_json::to_string(event).unwrap_or_default();
+            let bytes = to_i64(body.len() as u64);
+            // Log lines count against the bound; everything else is always kept.
+            let cap = if kind == "log" { to_i64(self.options.event_bytes_per_session) } else { i64::MAX };
+            let counted = sqlx::query(
+                "UPDATE sessions SET event_bytes = event_bytes + ?2 WHERE id = ?1 AND event_bytes + ?2 <= ?3",
+            )
             .bind(session.as_str())
-            .bind(to_i64(event.seq))
-            .bind(kind)
-            .bind(body)
+            .bind(bytes)
+            .bind(cap)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db("appending an event"))?;
-        tx.commit().await.map_err(StoreError::db("appending an event"))?;
-        Ok(true)
+            if counted.rows_affected() == 0 {
+                sqlx::query("UPDATE sessions SET logs_dropped = logs_dropped + 1 WHERE id = ?1")
+                    .bind(session.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("counting a dropped log line"))?;
+                kept.push(false);
+                continue;
+            }
+            sqlx::query("INSERT INTO session_events (session_id, seq, kind, body) VALUES (?1, ?2, ?3, ?4)")
+                .bind(session.as_str())
+                .bind(to_i64(event.seq))
+                .bind(kind)
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("appending an event"))?;
+            kept.push(true);
+        }
+        tx.commit().await.map_err(StoreError::db("appending events"))?;
+        Ok(kept)
     }
 
     async fn events_after(

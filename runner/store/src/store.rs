@@ -45,7 +45,11 @@ pub trait Store: Send + Sync {
 
     /// Appends a session event. Log events past the session's bound are dropped
     /// (counted, not stored); returns whether the event was stored.
-    async fn append_event(&self, session: &SessionId, event: &TimedEvent) -> Result<bool, StoreError>;
+    async fn append_event(&self, session: &SessionId, event: &TimedEvent) -> Result<bool, StoreError> {
+        Ok(self.append_events(session, std::slice::from_ref(event)).await?.first().copied().unwrap_or(false))
+    }
+    /// Appends events in order, in one transaction; returns for each whether it was stored.
+    async fn append_events(&self, session: &SessionId, events: &[TimedEvent]) -> Result<Vec<bool>, StoreError>;
     /// Events after `after` (all when `None`), in order, at most `limit`.
     async fn events_after(
         &self,

@@ -58,6 +58,8 @@ pub struct Limits {
     pub event_bytes_per_session: u64,
     /// Largest page of sessions in a list.
     pub max_page: u32,
+    /// Most event streams (SSE) a tenant may hold open at once.
+    pub max_streams_per_tenant: u32,
 }
 
 /// Ceilings on session quotas (unset: the built-in policy's).
@@ -87,6 +89,7 @@ impl Default for Limits {
             tenant_defaults: TenantLimits::default(),
             event_bytes_per_session: 16 << 20,
             max_page: 100,
+            max_streams_per_tenant: 64,
         }
     }
 }

@@ -50,6 +50,7 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) rate_limit: auth::TenantRateLimit,
     pub(crate) admin_token: Option<auth::AdminToken>,
+    pub(crate) streams: api::events::OpenStreams,
 }
 
 /// A server ready to serve: sessions left running by a previous process reconciled.
@@ -78,6 +79,7 @@ impl App {
             policy: config.policy.policy(),
             rate_limit: auth::TenantRateLimit::new(config.limits.requests_per_second, config.limits.request_burst),
             admin_token: admin_token.filter(|t| !t.trim().is_empty()).map(auth::AdminToken::new),
+            streams: api::events::OpenStreams::default(),
             runner: runner.clone(),
             metrics,
             store,

@@ -336,6 +336,7 @@ async fn create_get_and_list_with_cursor_and_status_filter() {
     assert!(metrics.contains("enclave_sessions{state=\"succeeded\",kill_reason=\"\"} 4"), "{metrics}");
     assert!(metrics.contains("enclave_sessions{state=\"failed\",kill_reason=\"\"} 1"), "{metrics}");
     assert!(metrics.contains("enclave_session_duration_seconds_count 5"), "{metrics}");
+    assert!(metrics.contains("enclave_sessions_created_total 5"), "{metrics}");
     assert_eq!(f.http.get(f.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(f.http.get(f.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
 }
@@ -354,6 +355,10 @@ async fn events_stream_ends_with_the_result_and_resumes_after_last_event_id() {
     let result: Value = serde_json::from_str(&all.last().unwrap().data).unwrap();
     let expected = spec.lines().next().unwrap().trim_start_matches("# expect: ");
     assert_eq!(result["result"]["status"]["state"], expected);
+    // Its egress decisions are counted: 4 allowed (clone and three rules), 2 denied.
+    let metrics = f.http.get(f.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("enclave_egress_decisions_total{decision=\"allow\"} 4"), "{metrics}");
+    assert!(metrics.contains("enclave_egress_decisions_total{decision=\"deny\"} 2"), "{metrics}");
     for (event, data) in all.iter().map(|e| (&e.event, serde_json::from_str::<Value>(&e.data).unwrap())) {
         assert_eq!(data["type"], event.as_str());
     }
@@ -593,6 +598,30 @@ async fn tenant_concurrency_and_daily_quota_are_enforced_with_clear_messages() {
     assert_eq!(body["code"], "quota_exceeded");
     assert!(body["message"].as_str().unwrap().contains("its quota is 2"), "{body}");
     f.wait_finished(&other, &other_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_event_streams_are_capped_per_tenant_and_freed_on_close() {
+    let mut cfg = config();
+    cfg.limits.max_streams_per_tenant = 1;
+    let f = Fixture::real_time(cfg).await;
+    let token = f.tenant("acme", None).await;
+    let other = f.tenant("other", None).await;
+    let id = f.create_ok(&token, LONG).await["id"].as_str().unwrap().to_owned();
+    let other_id = f.create_ok(&other, HELLO).await["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/sessions/{id}/events");
+    let open = f.get(&token, &path).await;
+    assert_eq!(open.status(), StatusCode::OK);
+    let refused = f.get(&token, &path).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "too_many_streams");
+    // Another tenant has its own allowance.
+    assert_eq!(f.events(&other, &other_id, None).await.last().unwrap().event, "finished");
+    // Closing the stream frees the slot: cancelling ends the session and its stream.
+    f.http.post(f.url(&format!("/v1/sessions/{id}/cancel"))).bearer_auth(&token).send().await.unwrap();
+    let body = open.text().await.unwrap();
+    assert!(body.contains("event: finished"));
+    assert_eq!(f.events(&token, &id, None).await.last().unwrap().event, "finished");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,9 @@
 //! are broadcast, so nothing falls between the two. A subscriber that lags behind the
 //! broadcast catches up from the store.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -27,7 +27,42 @@ use crate::runner::LiveEvents;
 
 const REPLAY_PAGE: u32 = 500;
 
+/// Event streams open per tenant, so one tenant cannot hold the server's connections.
+#[derive(Debug, Default)]
+pub(crate) struct OpenStreams(Arc<Mutex<HashMap<String, u32>>>);
+
+/// One open stream; closing it (dropping the guard) frees the slot.
+pub(crate) struct StreamSlot {
+    streams: Arc<Mutex<HashMap<String, u32>>>,
+    tenant: String,
+}
+
+impl OpenStreams {
+    fn open(&self, tenant: &str, max: u32) -> Option<StreamSlot> {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(tenant.to_owned()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { streams: self.0.clone(), tenant: tenant.to_owned() })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.tenant) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 struct Follow {
+    _slot: StreamSlot,
     state: Arc<AppState>,
     session: SessionId,
     last: Option<u64>,
@@ -99,8 +134,24 @@ pub(crate) async fn events(
                 .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event id from this stream"))?,
         ),
     };
+    let max = state.config.limits.max_streams_per_tenant;
+    let slot = state.streams.open(&tenant.id, max).ok_or_else(|| {
+        ApiError::too_many(
+            "too_many_streams",
+            format!("this tenant has {max} event streams open, its limit; close one and retry"),
+            5,
+        )
+    })?;
     let live = state.runner.subscribe(&stored.id);
-    let follow = Follow { state: state.clone(), session: stored.id, last, backlog: VecDeque::new(), live, done: false };
+    let follow = Follow {
+        _slot: slot,
+        state: state.clone(),
+        session: stored.id,
+        last,
+        backlog: VecDeque::new(),
+        live,
+        done: false,
+    };
     let stream = futures::stream::unfold(follow, |mut follow| async move {
         follow.next().await.map(|event| (Ok::<_, Infallible>(event), follow))
     });

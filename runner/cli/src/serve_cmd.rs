@@ -90,6 +90,12 @@ pub(crate) fn serve(args: &ServeArgs) -> u8 {
 }
 
 async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
+    // The server's own log (errors with their full cause chain, reconciliations) goes to
+    // stderr; `RUST_LOG` adjusts it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Already set (e.g. by an embedding test harness) is fine.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let mut config = load_config(&args.store)?;
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -143,3 +143,33 @@ impl PolicyLimits {
         policy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_sets_what_it_says() {
+        let text = include_str!("../../../examples/server/enclave.toml");
+        let config: ServerConfig = toml::from_str(text).expect("examples/server/enclave.toml parses");
+        assert_eq!(config.backend, "sim");
+        assert_eq!(config.limits.tenant_defaults.max_concurrent, 8);
+        assert_eq!(config.policy.policy().max.deadline_ms, 3_600_000);
+        assert_eq!(config.policy.policy().max.memory_bytes, 4 << 30);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<ServerConfig>("listen_adress = \"0.0.0.0:1\"").is_err());
+        assert!(toml::from_str::<ServerConfig>("[limits]\nmax_bodybytes = 1").is_err());
+    }
+
+    #[test]
+    fn a_ceiling_below_a_default_lowers_the_default() {
+        let limits = PolicyLimits { max_deadline_ms: Some(60_000), ..PolicyLimits::default() };
+        let policy = limits.policy();
+        assert_eq!(policy.max.deadline_ms, 60_000);
+        assert_eq!(policy.defaults.deadline_ms, 60_000);
+        assert!(!policy.permit_weaker_isolation);
+    }
+}

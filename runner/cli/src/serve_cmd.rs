@@ -119,7 +119,8 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
         },
         "docker" => {
             // Its own scope: the server's reaper never touches sessions of `enclave run`.
-            let docker_config = enclave_docker::DockerConfig { scope: "server".to_owned(), ..Default::default() };
+            let docker_config =
+                enclave_docker::DockerConfig { scope: config.docker_scope.clone(), ..Default::default() };
             Arc::new(enclave_docker::DockerBackend::connect(docker_config).await?)
         }
         other => bail!("unknown backend {other:?}: use sim or docker"),

@@ -70,11 +70,29 @@ impl Env {
     /// what it printed before listening. `real_time` paces the simulator by the wall
     /// clock (for sessions that must still be running when the test acts).
     fn serve(&self, real_time: bool) -> (Child, String, Vec<String>) {
+        let (child, url, before, _log) = self.serve_logged(real_time, "info");
+        (child, url, before)
+    }
+
+    /// Like `serve`, at log level `level`, also returning everything the server logs
+    /// from then on (collected until it exits).
+    fn serve_logged(
+        &self,
+        real_time: bool,
+        level: &str,
+    ) -> (Child, String, Vec<String>, std::sync::Arc<std::sync::Mutex<String>>) {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         if real_time {
             args.push("--real-time");
         }
-        let mut child = self.command().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .command()
+            .args(&args)
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut before = Vec::new();
         for line in lines.by_ref() {
@@ -82,8 +100,18 @@ impl Env {
             if let Some(rest) = line.strip_prefix("enclave serving on ") {
                 let url = rest.split_whitespace().next().unwrap().to_owned();
                 // Keep draining stderr so the server never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
-                return (child, url, before);
+                let mut seen = before.clone();
+                seen.push(line.clone());
+                let log = std::sync::Arc::new(std::sync::Mutex::new(seen.join("\n")));
+                let sink = log.clone();
+                std::thread::spawn(move || {
+                    for line in lines.map_while(Result::ok) {
+                        let mut log = sink.lock().unwrap();
+                        log.push('\n');
+                        log.push_str(&line);
+                    }
+                });
+                return (child, url, before, log);
             }
             before.push(line);
         }
@@ -184,6 +212,33 @@ fn serve_tenant_secret_and_remote_commands_work_end_to_end() {
 
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+#[test]
+fn a_canary_secret_is_in_no_cli_output_and_no_server_log_line() {
+    let canary = "canary-cli-5e6f7a8b9c-never-print";
+    let env = Env::new();
+    let token = text(&env.enclave(&["tenant", "create", "acme"], None, None).stdout).trim().to_owned();
+    let set = env.enclave(&["secret", "set", "billing-repo-deploy-token", "--tenant", "acme"], None, Some(canary));
+    assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    // Debug level: everything the server and its libraries log.
+    let (mut server, url, _, log) = env.serve_logged(false, "debug");
+    let spec = repo().join("examples/sessions/private-repo-credential.yaml");
+    let mut outputs = Vec::new();
+    for format in ["text", "json", "jsonl"] {
+        let run = env.enclave(&["run", "--server", &url, "-o", format, spec.to_str().unwrap()], Some(&token), None);
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        outputs.push(run);
+    }
+    outputs.push(env.enclave(&["sessions", "--server", &url], Some(&token), None));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("enclave serving on"), "the log was captured");
+    assert!(!log.contains(canary), "the server logged the canary");
+    for out in &outputs {
+        assert!(!text(&out.stdout).contains(canary) && !text(&out.stderr).contains(canary));
+    }
 }
 
 #[test]

@@ -7,9 +7,12 @@
 mod audit_cmd;
 mod doctor;
 mod plan_text;
+mod remote;
 mod run_cmd;
+mod serve_cmd;
 mod spec_input;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,6 +75,122 @@ enum Command {
     /// Every failed check names the command that fixes it. Exit code 1 when a check
     /// fails.
     Doctor,
+    /// Run the Enclave service: the HTTP API (`/v1`), with sessions stored in SQLite.
+    ///
+    /// Settings come from the config file (TOML), then the environment, then flags.
+    /// `ENCLAVE_SECRET_KEY` (or `secret_key_file`) enables tenant secrets;
+    /// `ENCLAVE_ADMIN_TOKEN` (or `admin_token_file`) enables the admin endpoints.
+    /// Sessions left running by a previous server are ended as `infra_lost` at start.
+    Serve(ServeArgs),
+    /// Manage tenants (on the local store).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage a tenant's secrets (on the local store; values are sealed at rest).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Show a server session's output; `-f` follows it to the end.
+    Logs {
+        /// Session id.
+        id: String,
+        /// Follow the session's events until it ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Cancel a server session.
+    Cancel {
+        /// Session id.
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List your sessions on a server, newest first.
+    Sessions {
+        /// Only sessions in this state (pending, running, succeeded, failed, killed, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// Where the server is and who you are.
+#[derive(Debug, Args)]
+struct RemoteArgs {
+    /// The server's URL (http on loopback only: this client has no TLS).
+    #[arg(long, value_name = "URL", env = "ENCLAVE_SERVER")]
+    server: Option<String>,
+    /// Bearer token of your tenant (prefer the environment variable).
+    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Where the server's store is.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Config file (TOML); every field is optional.
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory holding the SQLite store.
+    #[arg(long, value_name = "DIR", env = "ENCLAVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// File with the secrets key (`ENCLAVE_SECRET_KEY` takes precedence).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on (default 127.0.0.1:8470).
+    #[arg(long, value_name = "ADDR", env = "ENCLAVE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Backend: `sim` or `docker`.
+    #[arg(long, env = "ENCLAVE_BACKEND")]
+    backend: Option<String>,
+    /// On the simulator, let modelled time pass at wall-clock pace (so sessions can be
+    /// watched and cancelled).
+    #[arg(long, env = "ENCLAVE_SIM_REAL_TIME")]
+    real_time: bool,
+    /// Requests per second per tenant.
+    #[arg(long, env = "ENCLAVE_REQUESTS_PER_SECOND")]
+    requests_per_second: Option<u32>,
+    /// Longest deadline a spec may ask for, in milliseconds.
+    #[arg(long, env = "ENCLAVE_MAX_DEADLINE_MS")]
+    max_deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its bearer token (shown once; only a hash is kept).
+    Create {
+        /// Tenant name: lowercase letters, digits and '-'.
+        name: String,
+        /// Make the token expire after this many days.
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Set a tenant's secret; the value is read from stdin.
+    Set {
+        /// Secret name, as specs refer to it.
+        name: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +243,13 @@ struct RunArgs {
     docker: DockerArgs,
     #[command(flatten)]
     isolation: IsolationArg,
+    /// Run on an Enclave server instead of locally (http on loopback only); output is
+    /// the same. Ctrl-C cancels the session on the server.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Bearer token for `--server` (prefer the environment variable).
+    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Operator settings of the Docker backend.
@@ -236,7 +362,19 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => spec_input::validate(&args.files, args.output == Format::Json),
         Command::Plan(args) => plan_text::plan_command(&args.file, args.output, &args.isolation.policy()),
+        Command::Run(args) if args.server.is_some() => {
+            let remote = RemoteArgs { server: args.server.clone(), token: args.token.clone() };
+            remote::run(&remote, args.file.as_deref(), args.output)
+        }
         Command::Run(args) => run_cmd::run_command(&args),
+        Command::Serve(args) => serve_cmd::serve(&args),
+        Command::Tenant(TenantCommand::Create { name, expires_in_days, store }) => {
+            serve_cmd::tenant_create(&store, &name, expires_in_days)
+        }
+        Command::Secret(SecretCommand::Set { name, tenant, store }) => serve_cmd::secret_set(&store, &tenant, &name),
+        Command::Logs { id, follow, remote } => remote::logs(&remote, &id, follow),
+        Command::Cancel { id, remote } => remote::cancel(&remote, &id),
+        Command::Sessions { status, limit, remote } => remote::sessions(&remote, status.as_deref(), limit),
         Command::Audit(AuditCommand::Verify { file, digest, output }) => {
             audit_cmd::verify(&file, digest.as_deref(), output == Format::Json)
         }

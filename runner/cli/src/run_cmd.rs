@@ -228,7 +228,7 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
 }
 
 /// Prints events as they arrive.
-struct Printer {
+pub(crate) struct Printer {
     format: RunFormat,
     start_ms: Option<i64>,
     /// Modelled output volume not yet printed: (offset label, lines, bytes). Consecutive
@@ -237,8 +237,13 @@ struct Printer {
 }
 
 impl Printer {
-    fn new(format: RunFormat) -> Self {
+    pub(crate) fn new(format: RunFormat) -> Self {
         Self { format, start_ms: None, pending_volume: None }
+    }
+
+    /// Prints anything still pending (modelled output volume).
+    pub(crate) fn finish(&mut self) {
+        self.flush_volume();
     }
 
     fn flush_volume(&mut self) {
@@ -258,7 +263,7 @@ impl Printer {
         println!("  plan {}  isolation {}", plan.digest, plan.containment.isolation);
     }
 
-    fn event(&mut self, timed: &TimedEvent) {
+    pub(crate) fn event(&mut self, timed: &TimedEvent) {
         match self.format {
             RunFormat::Jsonl => println!("{}", serde_json::to_string(timed).unwrap_or_default()),
             RunFormat::Json => {}
@@ -316,6 +321,14 @@ fn describe(event: &SessionEvent) -> Option<String> {
 }
 
 fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &Path) {
+    print_result_summary(result);
+    println!("audit file   {}", audit_path.display());
+    println!("result file  {}", result_path.display());
+    println!("verify with  enclave audit verify {} --digest {}", audit_path.display(), result.audit_digest);
+}
+
+/// The summary of a result, as a local and a remote run print it.
+pub(crate) fn print_result_summary(result: &SessionResult) {
     println!();
     let simulated = if result.simulated { " (simulated)" } else { "" };
     println!("status       {}{simulated}", result.status);
@@ -362,7 +375,4 @@ fn print_summary(result: &SessionResult, audit_path: &Path, result_path: &Path) 
     }
     println!("plan         {}", result.plan_digest);
     println!("audit        {}", result.audit_digest);
-    println!("audit file   {}", audit_path.display());
-    println!("result file  {}", result_path.display());
-    println!("verify with  enclave audit verify {} --digest {}", audit_path.display(), result.audit_digest);
 }

@@ -22,7 +22,7 @@ pub struct ArtifactBundle {
 }
 
 /// One kept entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArtifactFile {
     /// Workspace-relative path.
     pub path: String,
@@ -31,7 +31,7 @@ pub struct ArtifactFile {
 }
 
 /// One entry left out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SkippedArtifact {
     /// Workspace-relative path (as far as it could be told).
     pub path: String,

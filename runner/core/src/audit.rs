@@ -198,6 +198,12 @@ impl AuditChain {
         Self { session, next_seq: 0, tip }
     }
 
+    /// Continues a chain after its last stored record (e.g. to record, after a restart,
+    /// how a session that was running ended).
+    pub fn resume(last: &AuditRecord) -> Self {
+        Self { session: last.session.clone(), next_seq: last.seq + 1, tip: last.hash.clone() }
+    }
+
     /// Makes the next record. `at` is RFC 3339 UTC.
     pub fn append(&mut self, at: String, event: AuditEvent) -> AuditRecord {
         let hash = record_hash(self.next_seq, &self.session, &at, &self.tip, &event);
@@ -269,7 +275,7 @@ impl AuditSink for MemoryAuditSink {
 }
 
 /// The result of verifying a chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     /// Records that verified before any break.
     pub verified: usize,
@@ -289,7 +295,7 @@ impl VerifyReport {
 }
 
 /// Where and why a chain breaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BrokenRecord {
     /// 1-based line in the JSONL file.
     pub line: usize,
@@ -416,6 +422,20 @@ mod tests {
                 assert!(broken.line >= line_of(pos).min(3), "byte {pos}: reported line {}", broken.line);
             }
         }
+    }
+
+    #[test]
+    fn a_resumed_chain_verifies_as_one() {
+        let mut text = String::from_utf8(chain_bytes()).expect("utf8");
+        let last: AuditRecord = serde_json::from_str(text.lines().last().expect("a line")).expect("record");
+        let mut resumed = AuditChain::resume(&last);
+        let record =
+            resumed.append("2026-01-01T00:00:09.000Z".into(), AuditEvent::Teardown { removed: vec![], ok: true });
+        assert_eq!(record.seq, 3);
+        text.push_str(&to_jsonl_line(&record));
+        let report = verify_jsonl(text.as_bytes());
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.digest.as_deref(), Some(resumed.digest()));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::secret::SecretStore;
 use crate::session_id::SessionId;
 
 /// How far a backend goes for one guarantee.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Support {
     /// Enforced on real workloads, with a test that tries to break it.
@@ -33,7 +33,7 @@ pub enum Support {
 }
 
 /// What a backend enforces, honestly. Printed by `enclave doctor`, recorded in results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
     /// Whether the backend executes code at all.

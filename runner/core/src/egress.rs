@@ -23,7 +23,7 @@ use crate::plan::{BindingPlan, Plan, RuleTarget};
 pub const BINDING_PORT: u16 = 80;
 
 /// Which phase's reach applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EgressPhase {
     /// The clone step: only the repository host.
@@ -42,7 +42,7 @@ impl fmt::Display for EgressPhase {
 }
 
 /// The outcome of an egress check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "decision", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum Decision {
     /// Allowed by a rule (`allow[N]`, `binding:NAME` or `clone:repo`).
@@ -74,7 +74,7 @@ impl fmt::Display for Decision {
 }
 
 /// Why an egress attempt was denied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum DenyReason {
     /// The session has no network (`egress.mode: deny`).

@@ -9,7 +9,7 @@ use crate::kill_reason::{KillReason, SessionStatus};
 use crate::result::SessionResult;
 
 /// Output stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Standard output.
@@ -113,7 +113,7 @@ pub enum BackendEvent {
 pub type BackendEvents = mpsc::UnboundedSender<BackendEvent>;
 
 /// Something a reporter (CLI, API stream) shows. Log text is already redacted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum SessionEvent {
     /// The status changed.
@@ -200,7 +200,7 @@ pub enum SessionEvent {
 }
 
 /// A session event with its time and per-session sequence number.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TimedEvent {
     /// Sequence number within the session, from 0.
     pub seq: u64,

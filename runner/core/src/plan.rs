@@ -162,7 +162,7 @@ pub struct StepPlan {
 }
 
 /// Kernel isolation level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// gVisor (runsc): the workload talks to a user-space kernel. The default.

@@ -8,7 +8,7 @@ use crate::plan::Isolation;
 use crate::session_id::SessionId;
 
 /// A finished session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionResult {
     /// Session id.
@@ -62,7 +62,7 @@ pub struct SessionResult {
 }
 
 /// Denied egress attempts to one destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeniedEgress {
     /// Host as written.
@@ -76,7 +76,7 @@ pub struct DeniedEgress {
 }
 
 /// One step's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepResult {
     /// Step name.

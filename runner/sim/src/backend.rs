@@ -19,6 +19,7 @@ use crate::model::{Action, timeline};
 #[derive(Debug, Default)]
 pub struct SimBackend {
     sessions: Mutex<HashMap<SessionId, Arc<SimSession>>>,
+    real_time: bool,
 }
 
 #[derive(Debug)]
@@ -39,6 +40,13 @@ impl SimBackend {
     /// A simulator with no sessions.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A simulator whose modelled time passes at wall-clock pace: a session modelled to
+    /// last 30 s takes 30 s, so a server's clients can watch it run and cancel it. Still
+    /// nothing is executed.
+    pub fn real_time() -> Self {
+        Self { real_time: true, ..Self::default() }
     }
 
     fn session(&self, id: &SessionId) -> Arc<SimSession> {
@@ -113,6 +121,14 @@ impl Backend for SimBackend {
         let clock = self.session(&handle.session).clock.clone();
         let killed = Observation::from_exit(ExitObservation::Signaled { signal: 9 });
         for (offset, action) in &run.timeline {
+            let ahead = (run.started_ms + offset).saturating_sub(clock.now_ms());
+            if self.real_time && ahead > 0 {
+                tokio::select! {
+                    biased;
+                    () = run.killed.notified() => return Ok(killed),
+                    () = tokio::time::sleep(std::time::Duration::from_millis(ahead)) => {}
+                }
+            }
             tokio::select! {
                 biased;
                 () = run.killed.notified() => return Ok(killed),

@@ -1,0 +1,203 @@
+//! `enclave serve`, `enclave tenant create`, `enclave secret set`: the service and its
+//! local administration (straight on the store, so they need access to the data
+//! directory, which is what makes them admin operations).
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use enclave_server::{App, ServerConfig, SimPace};
+use enclave_store::{SecretKey, SqliteStore, Store as _, StoreOptions};
+use zeroize::Zeroizing;
+
+use crate::{ServeArgs, StoreArgs, exit};
+
+/// Reads the config file (if any) and applies the command line and environment.
+fn load_config(store: &StoreArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = match &store.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(dir) = &store.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(file) = &store.secret_key_file {
+        config.secret_key_file = Some(file.clone());
+    }
+    Ok(config)
+}
+
+/// The secrets key: `ENCLAVE_SECRET_KEY`, else the configured file, else none.
+fn secret_key(config: &ServerConfig) -> anyhow::Result<Option<SecretKey>> {
+    if let Ok(text) = std::env::var("ENCLAVE_SECRET_KEY") {
+        let text = Zeroizing::new(text);
+        return Ok(Some(SecretKey::parse(&text).context("ENCLAVE_SECRET_KEY")?));
+    }
+    match &config.secret_key_file {
+        Some(path) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the secret key {}", path.display()))?,
+            );
+            Ok(Some(SecretKey::parse(&text).with_context(|| format!("secret key file {}", path.display()))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The admin token: `ENCLAVE_ADMIN_TOKEN`, else the configured file, else none.
+fn admin_token(config: &ServerConfig) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Ok(token) = std::env::var("ENCLAVE_ADMIN_TOKEN") {
+        return Ok(Some(Zeroizing::new(token)));
+    }
+    match &config.admin_token_file {
+        Some(path) => Ok(Some(Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the admin token {}", path.display()))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+async fn open_store(config: &ServerConfig) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let options = StoreOptions {
+        secret_key: secret_key(config)?,
+        event_bytes_per_session: config.limits.event_bytes_per_session,
+    };
+    let path = config.data_dir.join("enclave.db");
+    SqliteStore::open(&path, options).await.with_context(|| format!("cannot open the store {}", path.display()))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Multi-threaded: the server writes audit records synchronously from session tasks.
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn report(result: anyhow::Result<u8>) -> u8 {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        exit::ERRORED
+    })
+}
+
+/// `enclave serve`.
+pub(crate) fn serve(args: &ServeArgs) -> u8 {
+    report(runtime().and_then(|rt| rt.block_on(serve_async(args))))
+}
+
+async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
+    // The server's own log (errors with their full cause chain, reconciliations) goes to
+    // stderr; `RUST_LOG` adjusts it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Already set (e.g. by an embedding test harness) is fine.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let mut config = load_config(&args.store)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(backend) = &args.backend {
+        config.backend.clone_from(backend);
+    }
+    if args.real_time {
+        config.sim_pace = SimPace::RealTime;
+    }
+    if let Some(rps) = args.requests_per_second {
+        config.limits.requests_per_second = rps;
+    }
+    if let Some(ms) = args.max_deadline_ms {
+        config.policy.max_deadline_ms = Some(ms);
+    }
+    let backend: Arc<dyn enclave_core::Backend> = match config.backend.as_str() {
+        "sim" => match config.sim_pace {
+            SimPace::Virtual => Arc::new(enclave_sim::SimBackend::new()),
+            SimPace::RealTime => Arc::new(enclave_sim::SimBackend::real_time()),
+        },
+        "docker" => {
+            // Its own scope: the server's reaper never touches sessions of `enclave run`.
+            let docker_config =
+                enclave_docker::DockerConfig { scope: config.docker_scope.clone(), ..Default::default() };
+            Arc::new(enclave_docker::DockerBackend::connect(docker_config).await?)
+        }
+        other => bail!("unknown backend {other:?}: use sim or docker"),
+    };
+    let admin = admin_token(&config)?;
+    let store: Arc<dyn enclave_store::Store> = Arc::new(open_store(&config).await?);
+    let listen = config.listen;
+    let app = App::new(config, store, backend.clone(), admin.as_deref().map(String::as_str)).await?;
+    for id in &app.reconciled().sessions {
+        eprintln!("reconciled: session {id} was running when the server stopped; ended as infra_lost");
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr().context("listener address")?;
+    eprintln!("enclave serving on http://{bound} (backend {})", backend.name());
+    if !backend.capabilities().executes_code {
+        eprintln!("  SIMULATED: the simulator models each spec's `simulate` block; nothing is executed");
+    }
+    if admin.is_none() {
+        eprintln!("  admin endpoints disabled (set ENCLAVE_ADMIN_TOKEN or admin_token_file to enable)");
+    }
+    let shutdown = async {
+        // If Ctrl-C cannot be watched, serve until killed.
+        if tokio::signal::ctrl_c().await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    };
+    app.serve(listener, shutdown).await.context("server failed")?;
+    Ok(exit::OK)
+}
+
+/// `enclave tenant create NAME`: prints the token once.
+pub(crate) fn tenant_create(store: &StoreArgs, name: &str, expires_in_days: Option<u32>) -> u8 {
+    report(runtime().and_then(|rt| {
+        rt.block_on(async {
+            if !valid_name(name) {
+                bail!("tenant names are 1-64 lowercase letters, digits and '-'");
+            }
+            let config = load_config(store)?;
+            let store = open_store(&config).await?;
+            let tenant = store.create_tenant(name, config.limits.tenant_defaults).await?;
+            let expires =
+                expires_in_days.map(|days| chrono::Utc::now().timestamp_millis() + i64::from(days) * 24 * 3_600_000);
+            let issued = store.issue_token(&tenant.id, expires).await?;
+            eprintln!("tenant {} created ({}); its token is shown once:", tenant.name, tenant.id);
+            println!("{}", issued.token.as_str());
+            Ok(exit::OK)
+        })
+    }))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `enclave secret set NAME --tenant T`: the value comes from stdin.
+pub(crate) fn secret_set(store: &StoreArgs, tenant: &str, name: &str) -> u8 {
+    report(runtime().and_then(|rt| {
+        rt.block_on(async {
+            if name.parse::<enclave_spec::SecretName>().is_err() {
+                bail!("invalid secret name {name:?}");
+            }
+            let config = load_config(store)?;
+            let store = open_store(&config).await?;
+            let Some(owner) = store.tenant_by_name(tenant).await? else {
+                bail!("no tenant {tenant:?}");
+            };
+            let mut value = Zeroizing::new(String::new());
+            std::io::stdin().read_to_string(&mut value).context("cannot read the value from stdin")?;
+            let trimmed = value.strip_suffix('\n').unwrap_or(&value);
+            if trimmed.is_empty() {
+                bail!("the value on stdin is empty");
+            }
+            store.put_secret(&owner.id, name, &enclave_core::Secret::new(trimmed)).await?;
+            eprintln!("secret {name} set for tenant {tenant} (sealed at rest)");
+            Ok(exit::OK)
+        })
+    }))
+}

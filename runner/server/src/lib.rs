@@ -149,6 +149,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/sessions/{id}/audit", get(api::records::audit))
         .route("/sessions/{id}/audit/verify", get(api::records::verify))
         .route("/sessions/{id}/artifacts", get(api::records::artifacts))
+        .route("/sessions/{id}/artifacts.tar", get(api::records::artifacts_tar))
         .route("/secrets", get(api::admin::list_secrets))
         .route("/secrets/{name}", put(api::admin::put_secret))
         .route("/admin/tenants", post(api::admin::create_tenant).get(api::admin::list_tenants));

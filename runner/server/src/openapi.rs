@@ -200,6 +200,12 @@ pub fn openapi() -> Value {
         let ok = b.json::<enclave_store::ArtifactManifest>("What was copied out");
         session_op(&mut b, "sessionArtifacts", "A session's artifact manifest", vec![("200", ok)])
     };
+    let artifacts_tar = {
+        let ok = json!({ "description": "The artifact bundle",
+                         "content": { "application/x-tar": { "schema": { "type": "string", "contentEncoding": "binary" } } } });
+        let none = b.error("The session has no artifacts");
+        session_op(&mut b, "sessionArtifactsTar", "A session's artifacts as a tar", vec![("200", ok), ("404", none)])
+    };
     let list_secrets = {
         let ok = b.json::<SecretNames>("Secret names (values are never returned)");
         json!({ "operationId": "listSecrets", "summary": "The tenant's secret names", "security": secured,
@@ -260,6 +266,7 @@ pub fn openapi() -> Value {
             "/v1/sessions/{id}/audit": { "get": audit },
             "/v1/sessions/{id}/audit/verify": { "get": verify },
             "/v1/sessions/{id}/artifacts": { "get": artifacts },
+            "/v1/sessions/{id}/artifacts.tar": { "get": artifacts_tar },
             "/v1/secrets": { "get": list_secrets },
             "/v1/secrets/{name}": { "put": put_secret },
             "/v1/admin/tenants": { "post": create_tenant, "get": list_tenants },

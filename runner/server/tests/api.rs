@@ -824,3 +824,88 @@ async fn a_canary_secret_appears_in_no_response_and_no_stored_byte() {
     let opened = store.open_secrets(&tenant.id).await.unwrap();
     assert_eq!(opened[0].1.expose(), canary);
 }
+
+/// The simulator, plus one file in the workspace to copy out (`report.txt`).
+struct ArtifactBackend {
+    sim: SimBackend,
+}
+
+#[async_trait]
+impl Backend for ArtifactBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.sim.capabilities()
+    }
+    fn session_clock(&self, session: &SessionId) -> Option<Arc<dyn enclave_core::Clock>> {
+        self.sim.session_clock(session)
+    }
+    async fn launch(
+        &self,
+        session: &SessionId,
+        plan: &Plan,
+        secrets: &dyn SecretStore,
+        events: BackendEvents,
+    ) -> Result<RunHandle, BackendError> {
+        self.sim.launch(session, plan, secrets, events).await
+    }
+    async fn wait(&self, run: &RunHandle) -> Result<Observation, BackendError> {
+        self.sim.wait(run).await
+    }
+    async fn collect_artifacts(
+        &self,
+        _run: &RunHandle,
+        paths: &[String],
+    ) -> Result<Vec<enclave_core::RawArtifact>, BackendError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let body = b"artifact-ok\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, "report.txt", &body[..]).unwrap();
+        let archive = builder.into_inner().unwrap();
+        Ok(paths
+            .iter()
+            .map(|p| enclave_core::RawArtifact { requested: p.clone(), archive: Ok(archive.clone()) })
+            .collect())
+    }
+    async fn kill(&self, run: &RunHandle) -> Result<(), BackendError> {
+        self.sim.kill(run).await
+    }
+    async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
+        self.sim.teardown(session).await
+    }
+    async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
+        self.sim.reap_orphans(live).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_come_back_as_a_manifest_and_a_tar_to_their_tenant_only() {
+    let f = Fixture::with_backend(config(), Arc::new(ArtifactBackend { sim: SimBackend::new() })).await;
+    let owner = f.tenant("owner", None).await;
+    let intruder = f.tenant("intruder", None).await;
+    let spec = "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: with-artifacts\nspec:\n  command: [make]\n  artifacts: [report.txt]\n";
+    let id = f.create_ok(&owner, spec).await["id"].as_str().unwrap().to_owned();
+    f.wait_finished(&owner, &id).await;
+    let manifest = f.get_json(&owner, &format!("/v1/sessions/{id}/artifacts")).await;
+    assert!(manifest["files"].to_string().contains("report.txt"), "{manifest}");
+    let tar = f.get(&owner, &format!("/v1/sessions/{id}/artifacts.tar")).await;
+    assert_eq!(tar.status(), StatusCode::OK);
+    assert_eq!(tar.headers()["content-type"], "application/x-tar");
+    let bytes = tar.bytes().await.unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let names: Vec<String> =
+        archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(names.iter().any(|n| n.ends_with("report.txt")), "{names:?}");
+    assert_eq!(f.get(&intruder, &format!("/v1/sessions/{id}/artifacts.tar")).await.status(), StatusCode::NOT_FOUND);
+    // A session without artifacts says so.
+    let plain = f.create_ok(&owner, HELLO).await["id"].as_str().unwrap().to_owned();
+    f.wait_finished(&owner, &plain).await;
+    let none = f.get(&owner, &format!("/v1/sessions/{plain}/artifacts.tar")).await;
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+    let body: Value = none.json().await.unwrap();
+    assert_eq!(body["code"], "no_artifacts");
+}

@@ -87,3 +87,21 @@ pub(crate) async fn artifacts(
     let manifest = state.store.artifacts(&stored.id).await?.map(|(manifest, _)| manifest);
     Ok(Json(manifest.unwrap_or(ArtifactManifest { files: Vec::new(), skipped: Vec::new(), tar_bytes: 0 })))
 }
+
+/// `GET /v1/sessions/{id}/artifacts.tar`: the artifacts themselves, as the tar the
+/// orchestrator filtered (no links leaving the workspace, within the size cap).
+pub(crate) async fn artifacts_tar(
+    State(state): State<Arc<AppState>>,
+    TenantAuth(tenant): TenantAuth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let stored = owned_session(&state, &tenant.id, &id).await?;
+    let Some((_, tar)) = state.store.artifacts(&stored.id).await? else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "no_artifacts",
+            "this session has no artifacts (none declared, none found, or not finished)",
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar))
+}

@@ -720,10 +720,13 @@ async fn an_orderly_stop_cancels_running_sessions_so_a_restart_finds_nothing() {
     assert!(f.backend.reap_orphans(&[]).await.unwrap().is_empty());
 }
 
-/// The simulator, plus a workload that prints the clone credential it was handed (as a
-/// hostile or careless program would): raw, base64-encoded, and inside a URL.
+/// The simulator, plus what a real workload can do that the simulator never does:
+/// print the clone credential it was handed (as a hostile or careless program would:
+/// raw, base64-encoded, and inside a URL), and leave a file (`report.txt`) to copy out.
 struct LeakingBackend {
     sim: SimBackend,
+    /// Print the clone credential (needs a plan with a credential).
+    leak: bool,
 }
 
 #[async_trait]
@@ -744,6 +747,9 @@ impl Backend for LeakingBackend {
         secrets: &dyn SecretStore,
         events: BackendEvents,
     ) -> Result<RunHandle, BackendError> {
+        if !self.leak {
+            return self.sim.launch(session, plan, secrets, events).await;
+        }
         let name = plan.clone_phase().and_then(|c| c.credential.clone()).expect("a clone credential");
         let value = secrets.resolve(&name).expect("the clone step can resolve the tenant's secret");
         let encoded = base64::engine::general_purpose::STANDARD.encode(value.expose());
@@ -754,6 +760,24 @@ impl Backend for LeakingBackend {
     }
     async fn wait(&self, run: &RunHandle) -> Result<Observation, BackendError> {
         self.sim.wait(run).await
+    }
+    async fn collect_artifacts(
+        &self,
+        _run: &RunHandle,
+        paths: &[String],
+    ) -> Result<Vec<enclave_core::RawArtifact>, BackendError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let body = b"artifact-ok\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, "report.txt", &body[..]).unwrap();
+        let archive = builder.into_inner().unwrap();
+        Ok(paths
+            .iter()
+            .map(|p| enclave_core::RawArtifact { requested: p.clone(), archive: Ok(archive.clone()) })
+            .collect())
     }
     async fn kill(&self, run: &RunHandle) -> Result<(), BackendError> {
         self.sim.kill(run).await
@@ -769,7 +793,7 @@ impl Backend for LeakingBackend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_secret_appears_in_no_response_and_no_stored_byte() {
     let canary = "canary-7d3f9a1e5b2c-do-not-leak";
-    let f = Fixture::with_backend(config(), Arc::new(LeakingBackend { sim: SimBackend::new() })).await;
+    let f = Fixture::with_backend(config(), Arc::new(LeakingBackend { sim: SimBackend::new(), leak: true })).await;
     let token = f.tenant("acme", None).await;
     let put = f
         .http
@@ -825,66 +849,9 @@ async fn a_canary_secret_appears_in_no_response_and_no_stored_byte() {
     assert_eq!(opened[0].1.expose(), canary);
 }
 
-/// The simulator, plus one file in the workspace to copy out (`report.txt`).
-struct ArtifactBackend {
-    sim: SimBackend,
-}
-
-#[async_trait]
-impl Backend for ArtifactBackend {
-    fn name(&self) -> &'static str {
-        "sim"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.sim.capabilities()
-    }
-    fn session_clock(&self, session: &SessionId) -> Option<Arc<dyn enclave_core::Clock>> {
-        self.sim.session_clock(session)
-    }
-    async fn launch(
-        &self,
-        session: &SessionId,
-        plan: &Plan,
-        secrets: &dyn SecretStore,
-        events: BackendEvents,
-    ) -> Result<RunHandle, BackendError> {
-        self.sim.launch(session, plan, secrets, events).await
-    }
-    async fn wait(&self, run: &RunHandle) -> Result<Observation, BackendError> {
-        self.sim.wait(run).await
-    }
-    async fn collect_artifacts(
-        &self,
-        _run: &RunHandle,
-        paths: &[String],
-    ) -> Result<Vec<enclave_core::RawArtifact>, BackendError> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let body = b"artifact-ok\n";
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, "report.txt", &body[..]).unwrap();
-        let archive = builder.into_inner().unwrap();
-        Ok(paths
-            .iter()
-            .map(|p| enclave_core::RawArtifact { requested: p.clone(), archive: Ok(archive.clone()) })
-            .collect())
-    }
-    async fn kill(&self, run: &RunHandle) -> Result<(), BackendError> {
-        self.sim.kill(run).await
-    }
-    async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
-        self.sim.teardown(session).await
-    }
-    async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
-        self.sim.reap_orphans(live).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_come_back_as_a_manifest_and_a_tar_to_their_tenant_only() {
-    let f = Fixture::with_backend(config(), Arc::new(ArtifactBackend { sim: SimBackend::new() })).await;
+    let f = Fixture::with_backend(config(), Arc::new(LeakingBackend { sim: SimBackend::new(), leak: false })).await;
     let owner = f.tenant("owner", None).await;
     let intruder = f.tenant("intruder", None).await;
     let spec = "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: with-artifacts\nspec:\n  command: [make]\n  artifacts: [report.txt]\n";

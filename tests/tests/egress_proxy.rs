@@ -604,3 +604,83 @@ async fn the_clone_phase_reaches_only_the_repo_host_and_revocation_closes_it() {
     assert_ne!(status(&closed), 200, "a closed session's proxy forwards nothing: {closed}");
     assert_eq!(w.a.connections(), before);
 }
+
+/// A proxy for one session from an inline spec body, recording into its own channel.
+fn session_proxy(name: &str, body: &str) -> (Arc<SessionProxy>, mpsc::UnboundedReceiver<BackendEvent>) {
+    let yaml = format!(
+        "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: {name}\nspec:\n  command: [\"true\"]\n{body}"
+    );
+    let (tx, rx) = mpsc::unbounded();
+    let proxy = SessionProxy::new(SessionProxyConfig {
+        plan: Arc::new(plan_of(&yaml)),
+        secrets: Arc::new(MemorySecrets::default()),
+        resolver: Arc::new(StaticResolver::default()),
+        recorder: Arc::new(TestRecorder { tx, broken: false }),
+        proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        trusted_clone_networks: Vec::new(),
+        upstream_tls: enclave_egress::upstream_tls(&[]).expect("tls config"),
+        phase: EgressPhase::Run,
+    });
+    (proxy, rx)
+}
+
+/// Sends `request` from source address `from`; returns what came back (empty when the
+/// connection was closed without a byte).
+async fn raw_from(from: Ipv4Addr, to: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind source");
+    let mut stream = socket.connect(to).await.expect("connect");
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn a_shared_proxy_names_the_session_by_source_address_never_by_a_header() {
+    let canary = Canary::http(A).await;
+    let port = canary.port();
+    let open_body =
+        format!("  egress:\n    mode: allowlist\n    allow:\n      - cidr: 127.0.0.2/32\n        ports: [{port}]\n");
+    let closed_body = "  egress:\n    mode: allowlist\n    allow:\n      - host: nothing.test\n        ports: [443]\n";
+    let (open, mut open_events) = session_proxy("open-session", &open_body);
+    let (closed, mut closed_events) = session_proxy("closed-session", closed_body);
+    let directory = Arc::new(enclave_egress::StaticDirectory::default());
+    let (open_ip, closed_ip, stranger) =
+        (Ipv4Addr::new(127, 0, 0, 5), Ipv4Addr::new(127, 0, 0, 6), Ipv4Addr::new(127, 0, 0, 7));
+    directory.insert(IpAddr::V4(open_ip), open);
+    directory.insert(IpAddr::V4(closed_ip), closed);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+    let task = enclave_egress::serve_directory(listener, directory.clone()).expect("serve");
+    let request = |claim: &str| {
+        format!(
+            "GET http://127.0.0.2:{port}/ HTTP/1.1\r\nHost: x\r\nX-Enclave-Session: {claim}\r\nConnection: close\r\n\r\n"
+        )
+    };
+
+    let allowed = raw_from(open_ip, task.address, &request("closed-session")).await;
+    assert_eq!(status(&allowed), 200, "{allowed}");
+    let denied = raw_from(closed_ip, task.address, &request("open-session")).await;
+    assert_eq!(status(&denied), 403, "the claim in a header changes nothing: {denied}");
+    let unknown = raw_from(stranger, task.address, &request("open-session")).await;
+    assert!(unknown.is_empty(), "an unknown source gets not a byte: {unknown}");
+    assert_eq!(canary.connections(), 1, "only the open session's request reached the canary");
+
+    // Each decision went to its own session's audit.
+    let decided = |rx: &mut mpsc::UnboundedReceiver<BackendEvent>| {
+        let mut out = Vec::new();
+        while let Ok(BackendEvent::Egress { decision, .. }) = rx.try_recv() {
+            out.push(decision.is_allow());
+        }
+        out
+    };
+    assert_eq!(decided(&mut open_events), [true]);
+    assert_eq!(decided(&mut closed_events), [false]);
+
+    // A session that ends is forgotten: its address gets nothing any more.
+    directory.remove(IpAddr::V4(open_ip));
+    let after = raw_from(open_ip, task.address, &request("open-session")).await;
+    assert!(after.is_empty(), "{after}");
+    assert_eq!(canary.connections(), 1);
+}

@@ -12,12 +12,18 @@
 //!
 //! Every decision and binding use is recorded; if it cannot be recorded, the proxy
 //! denies.
+//!
+//! Where one listener per session is not possible (a proxy Deployment shared by a
+//! cluster's sessions), [`serve_directory`] names the session by the connection's source
+//! address through a [`Directory`].
 
+mod directory;
 mod proxy;
 mod record;
 mod resolve;
 mod sni;
 
+pub use directory::{Directory, DirectoryTask, StaticDirectory, serve_directory};
 pub use proxy::{
     MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig, upstream_tls, upstream_tls_pem,
 };

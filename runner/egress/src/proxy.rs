@@ -128,7 +128,10 @@ impl SessionProxy {
         Ok(ProxyTask { proxy: self.clone(), accept, address })
     }
 
-    async fn serve_connection(self: Arc<Self>, mut stream: TcpStream) {
+    /// Serves one accepted connection of this session (one request, or one tunnel).
+    /// The caller vouches that the connection is the session's: by the listener it
+    /// arrived on, or by its source address (see [`crate::serve_directory`]).
+    pub async fn serve_connection(self: Arc<Self>, mut stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let mut closed = self.phase.subscribe();
         // hyper normalises framing headers before a handler sees them (it drops a

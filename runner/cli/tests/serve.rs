@@ -9,19 +9,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-const LONG: &str = "\
-apiVersion: enclave.dev/v1
-kind: Session
-metadata:
-  name: long-one
-spec:
-  command: [\"sleep\", \"600\"]
-  quotas:
-    deadline: 30m
-  simulate:
-    exitCode: 0
-    duration: 10m
-";
+const LONG: &str = include_str!("../../server/tests/fixtures/long-running.yaml");
 
 fn repo() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()

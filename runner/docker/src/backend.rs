@@ -43,8 +43,21 @@ struct CloneOutcome {
     detail: String,
 }
 
-fn proxy_port(url: &str) -> u16 {
-    url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+/// A session's reach: its network and the proxy listening on the network's gateway.
+struct Reach {
+    net: network::SessionNetwork,
+    proxy: enclave_egress::ProxyTask,
+}
+
+impl Reach {
+    /// The proxy as sandboxes name it in `HTTP(S)_PROXY`.
+    fn url(&self) -> String {
+        format!("http://{}", self.proxy.address)
+    }
+
+    fn port(&self) -> u16 {
+        self.proxy.address.port()
+    }
 }
 use crate::labels;
 use crate::usage::{Usage, UsageReader};
@@ -58,7 +71,7 @@ pub struct DockerBackend {
 }
 
 struct Run {
-    /// The workload container; empty when the session ended before it (clone failed).
+    /// The workload container (created, idle, before any clone).
     container: String,
     /// The outcome when the session ended before the workload started.
     ended_early: Option<Observation>,
@@ -212,7 +225,7 @@ impl DockerBackend {
         proxy: Option<enclave_egress::ProxyTask>,
         ended_early: Option<Observation>,
     ) -> RunHandle {
-        let id = if container.is_empty() { format!("{session}-ended-before-workload") } else { container.clone() };
+        let id = container.clone();
         let run = Arc::new(Run {
             container,
             ended_early,
@@ -234,7 +247,7 @@ impl DockerBackend {
         plan: &Plan,
         secrets: &dyn SecretStore,
         events: &BackendEvents,
-    ) -> Result<(enclave_egress::ProxyTask, network::SessionNetwork), BackendError> {
+    ) -> Result<Reach, BackendError> {
         let net = network::create(&self.docker, session, &self.config).await?;
         let listener = tokio::net::TcpListener::bind((net.gateway, 0))
             .await
@@ -265,7 +278,7 @@ impl DockerBackend {
             phase,
         });
         let task = proxy.serve(listener).map_err(|e| DockerError::Setup(format!("proxy: {e}")))?;
-        Ok((task, net))
+        Ok(Reach { net, proxy: task })
     }
 
     /// Runs the clone container to completion; the credential goes in on stdin only.
@@ -274,8 +287,7 @@ impl DockerBackend {
         session: &SessionId,
         plan: &Plan,
         clone: &enclave_core::ClonePhase,
-        net: &network::SessionNetwork,
-        proxy_url: &str,
+        reach: &Reach,
         secrets: &dyn SecretStore,
     ) -> Result<CloneOutcome, DockerError> {
         let header = match &clone.credential {
@@ -290,13 +302,13 @@ impl DockerBackend {
             },
             None => zeroize::Zeroizing::new(String::new()),
         };
-        let body = clone_container(plan, session, &net.name, proxy_url, &self.config);
+        let body = clone_container(plan, session, &reach.net.name, &reach.url(), &self.config);
         let options = CreateContainerOptionsBuilder::default().name(&clone_container_name(session)).build();
         let created =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("clone start"))?;
         let pid = self.container_pid(&created.id).await?;
-        network::guard_container(pid, net.gateway, proxy_port(proxy_url)).await?;
+        network::guard_container(pid, reach.net.gateway, reach.port()).await?;
         let exec_options = CreateExecOptions {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -342,7 +354,12 @@ impl DockerBackend {
         let code = inspect.exit_code.map_or(128, |c| i32::try_from(c).unwrap_or(128));
         // git's own words, last lines only; the orchestrator redacts secret values again.
         let text = String::from_utf8_lossy(&transcript).to_string();
-        let redactor = enclave_core::Redactor::new(&secrets.redaction_values());
+        // The header's own form (basic auth of `user:token`) is redacted too: it is not a
+        // base64 form of the token alone.
+        let mut redact = secrets.redaction_values();
+        redact.push(enclave_core::Secret::new(header.as_str()));
+        redact.extend(header.split_once("Basic ").map(|(_, b64)| enclave_core::Secret::new(b64)));
+        let redactor = enclave_core::Redactor::new(&redact);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let detail = redactor.redact(&lines[lines.len().saturating_sub(4)..].join("; "));
         let detail = if detail.is_empty() { format!("git exited with {code}") } else { detail };
@@ -564,37 +581,34 @@ impl Backend for DockerBackend {
         self.create_volume(session, &names.tmp, "tmp", plan.quotas.disk_bytes).await?;
 
         let needs_network = plan.clone_phase().is_some() || plan.egress.mode == EgressMode::Allowlist;
-        let mut proxy = None;
-        let mut reach = None;
-        if needs_network {
-            let (task, net) = self.start_proxy(session, plan, secrets, &events).await?;
-            reach = Some((net, format!("http://{}", task.address)));
-            proxy = Some(task);
-        }
+        let reach = match needs_network {
+            true => Some(self.start_proxy(session, plan, secrets, &events).await?),
+            false => None,
+        };
 
         // The workload container starts first, idle (only its keeper runs): it holds the
         // workspace volume mounted, so what the clone writes is still there when the
         // clone container is gone (a tmpfs volume lives only while mounted somewhere).
         let mut body = workload_container(plan, session, &image, &self.config);
         let allowlist = plan.egress.mode == EgressMode::Allowlist;
-        if let (true, Some((net, proxy_url))) = (allowlist, &reach) {
-            attach_to_proxy(&mut body, plan, &net.name, proxy_url, &self.config);
+        if let (true, Some(reach)) = (allowlist, &reach) {
+            attach_to_proxy(&mut body, plan, &reach.net.name, &reach.url(), &self.config);
         }
         let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
         let created =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
-        if let (true, Some((net, _)), Some(task)) = (allowlist, &reach, &proxy) {
+        if let (true, Some(reach)) = (allowlist, &reach) {
             // Before any program runs (only the idle keeper does so far).
             let pid = self.container_pid(&created.id).await?;
-            network::guard_container(pid, net.gateway, task.address.port()).await?;
+            network::guard_container(pid, reach.net.gateway, reach.port()).await?;
         }
-        if let (Some(clone), Some((net, proxy_url)), Some(task)) = (plan.clone_phase(), &reach, &proxy) {
+        if let (Some(clone), Some(active)) = (plan.clone_phase(), &reach) {
             let _ = events.unbounded_send(BackendEvent::CloneStarted);
-            let outcome = self.run_clone(session, plan, clone, net, proxy_url, secrets).await;
+            let outcome = self.run_clone(session, plan, clone, active, secrets).await;
             // The clone container goes first, then its reach: nothing it opened outlives it.
             let _ = self.remove_container(&clone_container_name(session)).await;
-            task.proxy().revoke_clone_reach();
+            active.proxy.proxy().revoke_clone_reach();
             let (ok, detail, code) = match outcome {
                 Ok(CloneOutcome { code: 0, detail }) => (true, detail, 0),
                 Ok(CloneOutcome { code, detail }) => (false, detail, code),
@@ -604,6 +618,7 @@ impl Backend for DockerBackend {
             let _ = events.unbounded_send(BackendEvent::CloneReachRevoked);
             if !ok {
                 let observation = Observation::from_exit(ExitObservation::Exited { code });
+                let proxy = reach.map(|r| r.proxy);
                 return Ok(self.register(session, plan, events, created.id, Vec::new(), proxy, Some(observation)));
             }
         }
@@ -613,7 +628,7 @@ impl Backend for DockerBackend {
             volumes.extend(self.volume_path(name).await);
         }
         let _ = events.unbounded_send(BackendEvent::WorkloadStarted);
-        Ok(self.register(session, plan, events, created.id, volumes, proxy, None))
+        Ok(self.register(session, plan, events, created.id, volumes, reach.map(|r| r.proxy), None))
     }
 
     async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
@@ -676,9 +691,6 @@ impl Backend for DockerBackend {
 
     async fn collect_artifacts(&self, handle: &RunHandle, paths: &[String]) -> Result<Vec<RawArtifact>, BackendError> {
         let run = self.run(&handle.session)?;
-        if run.container.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut raw = Vec::new();
         for path in paths {
             // Docker archives links as links (it never follows them); the orchestrator
@@ -708,9 +720,6 @@ impl Backend for DockerBackend {
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
         let run = self.run(&handle.session)?;
         run.killed.send_replace(true);
-        if run.container.is_empty() {
-            return Ok(());
-        }
         let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
         match self.docker.kill_container(&run.container, Some(options)).await {
             // Already stopped (e.g. the OOM killer was faster): nothing to kill.

@@ -40,11 +40,7 @@ pub(crate) fn network_name(session: &SessionId) -> String {
 /// A bridge name within Linux's 15-character limit, stable for the session.
 pub(crate) fn bridge_name(session: &SessionId) -> String {
     let digest = Sha256::digest(session.to_string().as_bytes());
-    format!("encl{}", &hex_prefix(&digest)[..11])
-}
-
-fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    format!("encl{}", &hex::encode(&digest[..6])[..11])
 }
 
 /// The comment that marks a session's firewall rules, so teardown finds them.

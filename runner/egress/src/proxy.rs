@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use enclave_core::{
-    BackendEvent, BindingPlan, Decision, DecisionContext, DenyReason, EgressPhase, Plan, Redactor, Resolution,
-    SecretStore, check_binding_scope, decide,
+    AddressClass, BackendEvent, BindingPlan, Decision, DecisionContext, DenyReason, EgressPhase, Plan, Redactor,
+    Resolution, SecretStore, check_binding_scope, classify, decide,
 };
 use enclave_spec::{Host, canonical_host};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -661,9 +661,15 @@ fn origin_form(uri: &Uri) -> Uri {
     path.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+/// The addresses the proxy will ever dial: never a cloud metadata address, whatever a
+/// decision said (a second lock on the one door that must never open).
+fn dialable(addrs: &[IpAddr]) -> impl Iterator<Item = &IpAddr> {
+    addrs.iter().filter(|a| classify(**a).0 != AddressClass::Metadata)
+}
+
 /// Connects to the first vetted address that answers. Never resolves anything.
 async fn dial(addrs: &[IpAddr], port: u16) -> Option<TcpStream> {
-    for addr in addrs {
+    for addr in dialable(addrs) {
         let target = SocketAddr::new(*addr, port);
         if let Ok(Ok(stream)) = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await {
             let _ = stream.set_nodelay(true);
@@ -729,4 +735,19 @@ pub fn upstream_tls(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_addresses_are_never_dialable() {
+        let addrs: Vec<IpAddr> = ["169.254.169.254", "::ffff:169.254.169.254", "192.0.2.7", "fd00:ec2::254"]
+            .iter()
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+            .collect();
+        let kept: Vec<String> = dialable(&addrs).map(ToString::to_string).collect();
+        assert_eq!(kept, ["192.0.2.7"]);
+    }
 }

@@ -33,22 +33,7 @@ const ADMIN: &str = "admin-token-for-tests-0123456789";
 const HELLO: &str = include_str!("../../../examples/sessions/hello.yaml");
 
 /// A spec that stays running (10 modelled minutes at wall-clock pace) until cancelled.
-const LONG: &str = "\
-apiVersion: enclave.dev/v1
-kind: Session
-metadata:
-  name: long-one
-spec:
-  command: [\"sleep\", \"600\"]
-  quotas:
-    deadline: 30m
-  simulate:
-    exitCode: 0
-    duration: 10m
-    logs:
-      lines: 10
-      bytes: 1k
-";
+const LONG: &str = include_str!("fixtures/long-running.yaml");
 
 /// One server process: its own runtime, its data directory, its backend.
 struct Server {

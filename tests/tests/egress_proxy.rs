@@ -1,8 +1,9 @@
 //! The egress proxy under attack: a table of hostile requests and a set of flows, all
 //! against servers this test starts on loopback (127.0.0.2 is the allowlisted canary,
-//! 127.0.0.3 a canary no rule names). Nothing is ever sent elsewhere: denied
-//! destinations such as the metadata address are refused before any dial, and the
-//! canaries' connection counters prove that nothing slipped through.
+//! 127.0.0.3 a canary no rule names). Nothing is ever sent elsewhere: the metadata
+//! address (169.254.169.254) appears here only as a target the proxy must deny; it is
+//! refused before any dial, and the proxy's dialer skips metadata addresses whatever a
+//! decision said. The canaries' connection counters prove that nothing slipped through.
 
 mod common;
 

@@ -26,8 +26,9 @@ const UPSTREAM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 struct Discard;
 
+#[async_trait::async_trait]
 impl Recorder for Discard {
-    fn record(&self, _event: BackendEvent) -> bool {
+    async fn record(&self, _event: BackendEvent) -> bool {
         true
     }
 }

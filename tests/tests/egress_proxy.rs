@@ -33,8 +33,9 @@ struct TestRecorder {
     broken: bool,
 }
 
+#[async_trait::async_trait]
 impl Recorder for TestRecorder {
-    fn record(&self, event: BackendEvent) -> bool {
+    async fn record(&self, event: BackendEvent) -> bool {
         !self.broken && self.tx.unbounded_send(event).is_ok()
     }
 }

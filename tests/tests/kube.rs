@@ -16,6 +16,7 @@ use enclave_core::{
     Backend, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Plan, Policy, Secret, SecretStore, SessionEvent,
     SessionId, SessionResult, SessionRun, Stream, TimedEvent,
 };
+use enclave_egress::{Record, RelayRegistry};
 use enclave_kube::{KubeBackend, KubeConfig};
 use enclave_sim::{SimBackend, WallClock};
 use fake_kube::{FakeKube, PodScript};
@@ -46,7 +47,16 @@ async fn run_with(
     secrets: Arc<dyn SecretStore>,
     cancel: futures::future::BoxFuture<'static, ()>,
 ) -> Outcome {
-    let backend = Arc::new(KubeBackend::new(fake.client(), KubeConfig::default()));
+    // What the egress proxy Deployment does when a clone step reports its end: revoke,
+    // and have the revocation recorded through the relay (tests/tests/kube_egress.rs
+    // runs the real proxy and relay).
+    let relay = RelayRegistry::new();
+    let proxy = relay.clone();
+    fake.on_clone_done(move |session| {
+        let session = SessionId::new(session).expect("session id");
+        assert!(proxy.record(&session, Record::CloneReachRevoked), "the relay offers {session}");
+    });
+    let backend = Arc::new(KubeBackend::new(fake.client(), KubeConfig::default()).with_relay(relay));
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
     let mut audit = MemoryAuditSink::default();
     let mut events = Vec::new();
@@ -418,4 +428,67 @@ async fn kube_examples_match_the_simulator_wherever_derivable() {
         compared += 1;
     }
     assert!(compared >= files.len() - 1, "only the pids example may be skipped ({compared} of {})", files.len());
+}
+
+#[tokio::test]
+async fn kube_without_a_relay_refuses_sessions_that_need_the_egress_proxy() {
+    let fake = FakeKube::new(PodScript::Exit(0), Some(0), Vec::new());
+    let backend = KubeBackend::new(fake.client(), KubeConfig::default());
+    assert_eq!(backend.capabilities().egress_allowlist, enclave_core::Support::NotYet);
+    let (events, _rx) = futures::channel::mpsc::unbounded();
+    for name in ["allowlist-python-deps.yaml", "binding-github-api.yaml", "private-repo-credential.yaml"] {
+        let plan = example(name);
+        let err = backend.launch(&session("norelay"), &plan, &NoSecrets, events.clone()).await.expect_err(name);
+        assert!(err.to_string().contains("egress proxy"), "{name}: {err}");
+    }
+    // Nothing was created for them.
+    all_gone(&fake);
+    let with_relay = KubeBackend::new(fake.client(), KubeConfig::default()).with_relay(RelayRegistry::new());
+    assert_eq!(with_relay.capabilities().egress_allowlist, enclave_core::Support::Configured);
+}
+
+#[tokio::test]
+async fn kube_reports_the_clone_reach_revoked_between_the_clone_and_the_workload() {
+    let fake = FakeKube::new(PodScript::Exit(0), Some(0), b"ok\n".to_vec());
+    let mut store = MemorySecrets::default();
+    store.insert("billing-repo-deploy-token", Secret::new("ghp_kube_test_token"));
+    let plan = example("private-repo-credential.yaml");
+    let out = run_with(&fake, &plan, &session("revoked"), Arc::new(store), futures::future::pending().boxed()).await;
+    assert_eq!(out.result.status.to_string(), "succeeded", "{:?}", out.result);
+    let stages: Vec<String> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            SessionEvent::Clone { stage, .. } => Some(stage.clone()),
+            SessionEvent::Status { status } => Some(status.to_string()),
+            _ => None,
+        })
+        .collect();
+    let at = |what: &str| stages.iter().position(|s| s == what).unwrap_or_else(|| panic!("{what} in {stages:?}"));
+    assert!(at("finished") < at("reach_revoked") && at("reach_revoked") < at("running"), "{stages:?}");
+}
+
+#[tokio::test]
+async fn kube_clone_whose_revocation_is_never_confirmed_ends_the_session_lost() {
+    let fake = FakeKube::new(PodScript::RunsUntilKilled, Some(0), Vec::new());
+    // A relay, but nothing plays the proxy: the clone's end is never confirmed.
+    let config = KubeConfig { clone_revocation_timeout_ms: 200, ..KubeConfig::default() };
+    let backend = Arc::new(KubeBackend::new(fake.client(), config).with_relay(RelayRegistry::new()));
+    let mut store = MemorySecrets::default();
+    store.insert("billing-repo-deploy-token", Secret::new("ghp_kube_test_token"));
+    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(store));
+    let mut audit = MemoryAuditSink::default();
+    let mut listener = |_: &TimedEvent| {};
+    let plan = example("private-repo-credential.yaml");
+    let run = orchestrator.run(SessionRun {
+        session: session("unconfirmed"),
+        plan: &plan,
+        audit: &mut audit,
+        listener: &mut listener,
+        cancel: futures::future::pending().boxed(),
+        artifacts: None,
+    });
+    let result = tokio::time::timeout(HANG_GUARD, run).await.expect("session ended").expect("orchestrator");
+    assert_eq!(kill_reason(&result).as_deref(), Some("infra_lost"), "{result:?}");
+    all_gone(&fake);
 }

@@ -169,7 +169,7 @@ pub(crate) fn doctor() -> u8 {
     println!("\nwhat each backend enforces");
     print_capabilities("sim", &enclave_sim::capabilities());
     print_capabilities("docker", &enclave_docker::capabilities());
-    print_capabilities("kube", &enclave_kube::capabilities());
+    print_capabilities("kube (run by `enclave serve --backend kube`)", &enclave_kube::capabilities(true));
     if checks.iter().all(|c| c.ok) { exit::OK } else { exit::FAILED }
 }
 

@@ -6,6 +6,7 @@
 
 mod audit_cmd;
 mod doctor;
+mod egress_proxy_cmd;
 mod plan_text;
 mod remote;
 mod run_cmd;
@@ -82,6 +83,18 @@ enum Command {
     /// `ENCLAVE_ADMIN_TOKEN` (or `admin_token_file`) enables the admin endpoints.
     /// Sessions left running by a previous server are ended as `infra_lost` at start.
     Serve(ServeArgs),
+    /// Run the egress proxy of a Kubernetes cluster's sessions (the
+    /// `enclave-egress-proxy` Deployment in deploy/).
+    ///
+    /// Every session pod's egress (allowlist, bindings, the clone step) comes here. A
+    /// connection's session is the one whose live pod has the connection's source
+    /// address as the Kubernetes API reports it, never anything the connection says.
+    /// The session's rules and binding secrets come from the relay of the server that
+    /// runs it (`enclave serve --backend kube --relay-listen ...`), and every decision
+    /// goes back through the relay before anything passes: what cannot be recorded is
+    /// denied. Needs in-cluster (or kubeconfig) access to get/list/watch pods in the
+    /// sessions namespace.
+    EgressProxy(EgressProxyArgs),
     /// Manage tenants (on the local store).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -150,9 +163,19 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8470).
     #[arg(long, value_name = "ADDR", env = "ENCLAVE_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Backend: `sim` or `docker`.
+    /// Backend: `sim`, `docker`, or `kube` (the cluster of the in-cluster or kubeconfig
+    /// configuration, set up with deploy/).
     #[arg(long, env = "ENCLAVE_BACKEND")]
     backend: Option<String>,
+    /// With `--backend kube`: where the egress proxy Deployment reaches this server for
+    /// sessions' grants and to record its decisions (e.g. 0.0.0.0:8081). Without it,
+    /// sessions that need the proxy (allowlist, bindings, a repository) are refused.
+    #[arg(long, value_name = "ADDR", env = "ENCLAVE_RELAY_LISTEN")]
+    relay_listen: Option<SocketAddr>,
+    /// File holding the relay's bearer token, shared with the proxy
+    /// (`ENCLAVE_RELAY_TOKEN` takes precedence).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TOKEN_FILE")]
+    relay_token_file: Option<PathBuf>,
     /// On the simulator, let modelled time pass at wall-clock pace (so sessions can be
     /// watched and cancelled).
     #[arg(long, env = "ENCLAVE_SIM_REAL_TIME")]
@@ -163,6 +186,34 @@ struct ServeArgs {
     /// Longest deadline a spec may ask for, in milliseconds.
     #[arg(long, env = "ENCLAVE_MAX_DEADLINE_MS")]
     max_deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct EgressProxyArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:3128", env = "ENCLAVE_PROXY_LISTEN")]
+    listen: SocketAddr,
+    /// Namespace of the session pods.
+    #[arg(long, value_name = "NAMESPACE", default_value = "enclave-sessions")]
+    sessions_namespace: String,
+    /// The server's relay (`http://HOST:PORT`, its `--relay-listen`).
+    #[arg(long, value_name = "URL", env = "ENCLAVE_RELAY_URL")]
+    relay: String,
+    /// File holding the relay's bearer token (`ENCLAVE_RELAY_TOKEN` takes precedence).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TOKEN_FILE")]
+    relay_token_file: Option<PathBuf>,
+    /// One of the proxy's own addresses (its pod IP, its Service's cluster IP): never
+    /// a destination, whatever a rule says. Repeatable.
+    #[arg(long = "self-address", value_name = "IP")]
+    self_addresses: Vec<std::net::IpAddr>,
+    /// A private network (CIDR) the clone step may reach when the repository host
+    /// resolves into it (an internal git server); never the workload, never the
+    /// metadata address. Repeatable.
+    #[arg(long = "trust-clone-network", value_name = "CIDR", value_delimiter = ',')]
+    trusted_clone_networks: Vec<ipnet::IpNet>,
+    /// Extra CA certificates (PEM file) trusted for binding upstreams.
+    #[arg(long, value_name = "FILE")]
+    extra_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +419,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run_cmd::run_command(&args),
         Command::Serve(args) => serve_cmd::serve(&args),
+        Command::EgressProxy(args) => egress_proxy_cmd::egress_proxy(&args),
         Command::Tenant(TenantCommand::Create { name, expires_in_days, store }) => {
             serve_cmd::tenant_create(&store, &name, expires_in_days)
         }

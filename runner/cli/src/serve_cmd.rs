@@ -112,6 +112,9 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     if let Some(ms) = args.max_deadline_ms {
         config.policy.max_deadline_ms = Some(ms);
     }
+    let relay = enclave_egress::RelayRegistry::new();
+    // Kept until the server stops: dropping it stops the relay.
+    let mut relay_task = None;
     let backend: Arc<dyn enclave_core::Backend> = match config.backend.as_str() {
         "sim" => match config.sim_pace {
             SimPace::Virtual => Arc::new(enclave_sim::SimBackend::new()),
@@ -123,7 +126,31 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
                 enclave_docker::DockerConfig { scope: config.docker_scope.clone(), ..Default::default() };
             Arc::new(enclave_docker::DockerBackend::connect(docker_config).await?)
         }
-        other => bail!("unknown backend {other:?}: use sim or docker"),
+        "kube" => {
+            let kube_config = enclave_kube::KubeConfig { scope: config.docker_scope.clone(), ..Default::default() };
+            let backend = enclave_kube::KubeBackend::from_environment(kube_config).await?;
+            match args.relay_listen {
+                Some(address) => {
+                    let token = relay_token(args.relay_token_file.as_deref())?;
+                    let listener = tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen for the relay on {address}"))?;
+                    let task = enclave_egress::serve_relay(listener, relay.clone(), token)
+                        .context("cannot serve the relay")?;
+                    eprintln!("  relay for the egress proxy on http://{}", task.address);
+                    relay_task = Some(task);
+                    Arc::new(backend.with_relay(relay.clone()))
+                }
+                None => {
+                    eprintln!(
+                        "  no --relay-listen: sessions needing the egress proxy (allowlist, bindings, a repository) \
+                         are refused"
+                    );
+                    Arc::new(backend)
+                }
+            }
+        }
+        other => bail!("unknown backend {other:?}: use sim, docker or kube"),
     };
     let admin = admin_token(&config)?;
     let store: Arc<dyn enclave_store::Store> = Arc::new(open_store(&config).await?);
@@ -148,7 +175,24 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
         }
     };
     app.serve(listener, shutdown).await.context("server failed")?;
+    drop(relay_task);
     Ok(exit::OK)
+}
+
+/// The relay token: `ENCLAVE_RELAY_TOKEN`, else the file; at least 32 characters.
+pub(crate) fn relay_token(file: Option<&std::path::Path>) -> anyhow::Result<enclave_core::Secret> {
+    let token = match (std::env::var("ENCLAVE_RELAY_TOKEN"), file) {
+        (Ok(token), _) => Zeroizing::new(token),
+        (Err(_), Some(path)) => Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the relay token {}", path.display()))?,
+        ),
+        (Err(_), None) => bail!("the relay needs a token: set ENCLAVE_RELAY_TOKEN or --relay-token-file"),
+    };
+    let token = token.trim();
+    if token.len() < 32 {
+        bail!("the relay token must be at least 32 characters (e.g. `openssl rand -hex 32`)");
+    }
+    Ok(enclave_core::Secret::new(token))
 }
 
 /// `enclave tenant create NAME`: prints the token once.

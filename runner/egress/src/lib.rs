@@ -20,13 +20,18 @@
 mod directory;
 mod proxy;
 mod record;
+mod relay;
 mod resolve;
 mod sni;
 
 pub use directory::{Directory, DirectoryTask, StaticDirectory, serve_directory};
 pub use proxy::{
-    MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig, upstream_tls, upstream_tls_pem,
+    CLONE_DONE_HOST, CLONE_DONE_URL, MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig,
+    upstream_tls, upstream_tls_pem,
 };
 pub use record::Recorder;
+pub use relay::{
+    Grant, GrantSecrets, Record, RelayClient, RelayError, RelayRecorder, RelayRegistry, RelayTask, serve_relay,
+};
 pub use resolve::{DnsResolver, Layered, Resolve, StaticResolver};
 pub use sni::{Hello, MAX_HELLO_BYTES, parse as parse_client_hello};

@@ -28,6 +28,16 @@ use crate::record::Recorder;
 use crate::resolve::Resolve;
 use crate::sni::{Hello, read_hello};
 
+/// The name of the clone step's end-of-clone signal; under `.invalid`, so it can never
+/// be a real destination.
+pub const CLONE_DONE_HOST: &str = "clone-done.enclave.invalid";
+/// What the clone step fetches (`git ls-remote`, through the proxy) once its checkout is
+/// done: the proxy revokes the clone reach of the session the connection comes from,
+/// records that, and only then answers. A platform where the clone and the workload share
+/// a network identity (a Kubernetes pod) relies on it: the clone container exits only
+/// after the answer, so the workload never starts with the clone's reach.
+pub const CLONE_DONE_URL: &str = "http://clone-done.enclave.invalid/";
+
 /// Response bodies from the proxy.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -104,9 +114,16 @@ impl SessionProxy {
     }
 
     /// Ends the clone phase: from now on only the workload's rules apply, and tunnels
-    /// opened under the clone rule are closed.
-    pub fn revoke_clone_reach(&self) {
-        self.phase.send_replace(Some(EgressPhase::Run));
+    /// opened under the clone rule are closed. Returns whether the session was in its
+    /// clone phase (so the caller records the revocation once).
+    pub fn revoke_clone_reach(&self) -> bool {
+        self.phase.send_if_modified(|phase| {
+            let cloning = *phase == Some(EgressPhase::Clone);
+            if cloning {
+                *phase = Some(EgressPhase::Run);
+            }
+            cloning
+        })
     }
 
     /// Ends the session: every open connection is closed and new ones get nothing.
@@ -146,7 +163,7 @@ impl SessionProxy {
         if let Err(detail) = check_raw_head(&head) {
             let (host, port) = request_target(&head);
             if let Some(phase) = self.phase() {
-                self.bad_request(phase, &host, port, detail);
+                self.bad_request(phase, &host, port, detail).await;
             }
             let body = format!("enclave egress: malformed request: {detail}\n");
             let reply = format!(
@@ -204,21 +221,48 @@ impl SessionProxy {
         (decision, addrs)
     }
 
-    fn record_decision(&self, phase: EgressPhase, host: &str, port: u16, decision: Decision) -> Decision {
+    async fn record_decision(&self, phase: EgressPhase, host: &str, port: u16, decision: Decision) -> Decision {
         let event = BackendEvent::Egress { phase, host: host.to_owned(), port, decision: decision.clone() };
-        if self.cfg.recorder.record(event) { decision } else { Decision::Deny { reason: DenyReason::AuditUnavailable } }
+        if self.cfg.recorder.record(event).await {
+            decision
+        } else {
+            Decision::Deny { reason: DenyReason::AuditUnavailable }
+        }
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let Some(phase) = self.phase() else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "enclave egress: the session has ended");
         };
+        if req.method() == Method::GET
+            && req.uri().host() == Some(CLONE_DONE_HOST)
+            && req.uri().scheme_str() == Some("http")
+        {
+            return self.clone_done().await;
+        }
         if req.method() == Method::CONNECT { self.connect(phase, req).await } else { self.forward(phase, req).await }
     }
 
-    fn bad_request(&self, phase: EgressPhase, host: &str, port: u16, detail: &str) -> Response<ProxyBody> {
+    /// The clone step's own signal that it is over (see [`CLONE_DONE_URL`]): the clone
+    /// reach is revoked, and the revocation recorded, before the answer goes out. The
+    /// answer is an empty git ref advertisement, so `git ls-remote` succeeds on it and on
+    /// nothing else. Never leaves the proxy; from a workload it changes nothing (its
+    /// session is past its clone phase by then).
+    async fn clone_done(&self) -> Response<ProxyBody> {
+        if self.revoke_clone_reach() && !self.cfg.recorder.record(BackendEvent::CloneReachRevoked).await {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "enclave egress: the audit log cannot be written");
+        }
+        let mut response = Response::new(full(Bytes::from_static(b"001e# service=git-upload-pack\n00000000")));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-git-upload-pack-advertisement"));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    }
+
+    async fn bad_request(&self, phase: EgressPhase, host: &str, port: u16, detail: &str) -> Response<ProxyBody> {
         let decision = Decision::Deny { reason: DenyReason::BadRequest { detail: detail.to_owned() } };
-        self.record_decision(phase, host, port, decision);
+        self.record_decision(phase, host, port, decision).await;
         text(StatusCode::BAD_REQUEST, &format!("enclave egress: malformed request: {detail}"))
     }
 
@@ -226,18 +270,18 @@ impl SessionProxy {
     async fn connect(self: Arc<Self>, phase: EgressPhase, req: Request<Incoming>) -> Response<ProxyBody> {
         let Some((host, port)) = connect_target(req.uri()) else {
             let target = req.uri().to_string();
-            return self.bad_request(phase, &target, 0, "CONNECT needs host:port");
+            return self.bad_request(phase, &target, 0, "CONNECT needs host:port").await;
         };
         let (decision, addrs) = self.check(phase, &host, port).await;
         if let Decision::Allow { rule } = &decision
             && rule.starts_with("binding:")
         {
             let detail = "bindings are called with plain http (http://HOST/...), not through a tunnel";
-            return self.bad_request(phase, &host, port, detail);
+            return self.bad_request(phase, &host, port, detail).await;
         }
         if let Decision::Deny { reason } = &decision {
             let reason = reason.to_string();
-            self.record_decision(phase, &host, port, decision);
+            self.record_decision(phase, &host, port, decision).await;
             return text(StatusCode::FORBIDDEN, &format!("enclave egress: {host}:{port} denied: {reason}"));
         }
         // The decision is recorded once the ClientHello has been checked: an allowed
@@ -285,9 +329,9 @@ impl SessionProxy {
         let decision = match decision {
             Decision::Allow { .. } if sni_ok => {
                 let again = decide(&self.context(phase), &host, port, Resolution::Resolved(&addrs));
-                self.record_decision(phase, &host, port, again)
+                self.record_decision(phase, &host, port, again).await
             }
-            other => self.record_decision(phase, &host, port, other),
+            other => self.record_decision(phase, &host, port, other).await,
         };
         if !decision.is_allow() {
             let _ = client.shutdown().await;
@@ -313,18 +357,20 @@ impl SessionProxy {
         let uri = req.uri().clone();
         let Some(authority) = uri.authority().cloned() else {
             let detail = "not a proxy request: use an absolute URL (http://host/path)";
-            return self.bad_request(phase, "", 0, detail);
+            return self.bad_request(phase, "", 0, detail).await;
         };
         let port = authority.port_u16().unwrap_or(80);
         let host = authority.host().to_owned();
         if authority.as_str().contains('@') {
-            return self.bad_request(phase, &host, port, "userinfo in the URL");
+            return self.bad_request(phase, &host, port, "userinfo in the URL").await;
         }
         if uri.scheme_str() != Some("http") {
-            return self.bad_request(phase, &host, port, "only http:// URLs are forwarded; use CONNECT for https");
+            return self
+                .bad_request(phase, &host, port, "only http:// URLs are forwarded; use CONNECT for https")
+                .await;
         }
         if let Err(detail) = check_framing(req.headers()) {
-            return self.bad_request(phase, &host, port, detail);
+            return self.bad_request(phase, &host, port, detail).await;
         }
         let (decision, addrs) = self.check(phase, &host, port).await;
         let binding = match &decision {
@@ -334,7 +380,7 @@ impl SessionProxy {
                 .cloned(),
             Decision::Deny { .. } => None,
         };
-        let decision = self.record_decision(phase, &host, port, decision);
+        let decision = self.record_decision(phase, &host, port, decision).await;
         if let Decision::Deny { reason } = &decision {
             return text(StatusCode::FORBIDDEN, &format!("enclave egress: {host}:{port} denied: {reason}"));
         }
@@ -392,24 +438,24 @@ impl SessionProxy {
             reason,
         };
         if let Err(e) = check_binding_scope(binding, &method, &path_and_query) {
-            self.cfg.recorder.record(used(false, None, Some(e.to_string())));
+            self.cfg.recorder.record(used(false, None, Some(e.to_string()))).await;
             return text(StatusCode::FORBIDDEN, &format!("enclave egress: {e}"));
         }
         let Some(secret) = self.cfg.secrets.resolve(&binding.secret) else {
             let reason = format!("secret {} is not set", binding.secret);
-            self.cfg.recorder.record(used(false, None, Some(reason.clone())));
+            self.cfg.recorder.record(used(false, None, Some(reason.clone()))).await;
             return text(StatusCode::BAD_GATEWAY, &format!("enclave egress: binding {}: {reason}", binding.name));
         };
         let Ok(mut value) = HeaderValue::from_str(&binding.format.replace("{secret}", secret.expose())) else {
             let reason = "the secret is not a valid header value".to_owned();
-            self.cfg.recorder.record(used(false, None, Some(reason.clone())));
+            self.cfg.recorder.record(used(false, None, Some(reason.clone()))).await;
             return text(StatusCode::BAD_GATEWAY, &format!("enclave egress: binding {}: {reason}", binding.name));
         };
         value.set_sensitive(true);
         let Ok(header_name) = HeaderName::from_bytes(binding.header.as_bytes()) else {
             return text(StatusCode::BAD_GATEWAY, "enclave egress: invalid binding header name");
         };
-        if !self.cfg.recorder.record(used(true, None, None)) {
+        if !self.cfg.recorder.record(used(true, None, None)).await {
             return text(StatusCode::FORBIDDEN, "enclave egress: the audit log cannot be written");
         }
         let response = self.binding_upstream(binding, addrs, req, header_name, value).await;
@@ -420,7 +466,7 @@ impl SessionProxy {
             }
             Err(e) => (text(StatusCode::BAD_GATEWAY, &format!("enclave egress: binding {}: {e}", binding.name)), None),
         };
-        self.cfg.recorder.record(used(true, status, None));
+        self.cfg.recorder.record(used(true, status, None)).await;
         response
     }
 

@@ -29,9 +29,11 @@ use crate::config::KubeConfig;
 use crate::error::KubeError;
 use crate::labels;
 use crate::manifests::{CredentialSource, SessionManifests};
+use crate::network_policy::needs_proxy;
 use crate::observe::{CloneState, job_deadline_exceeded, observe_pod, step_reports};
 use crate::retry::with_retries;
 use crate::session_watch::{Progress, Step, fold, gone, stream_log};
+use enclave_egress::RelayRegistry;
 
 /// How long the log stream may trail the pod's end before the run is reported.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
@@ -45,6 +47,9 @@ pub struct KubeBackend {
     client: Client,
     config: KubeConfig,
     runs: Mutex<HashMap<SessionId, Arc<Run>>>,
+    /// Where the egress proxy Deployment gets sessions' grants and sends their records;
+    /// without it, plans that need the proxy are refused.
+    relay: Option<Arc<RelayRegistry>>,
 }
 
 struct Run {
@@ -59,20 +64,22 @@ struct Run {
     killed: watch::Sender<bool>,
 }
 
-/// What the Kubernetes backend enforces. Nothing is `Enforced` yet: every setting is in
-/// every manifest (unit- and golden-tested, schema- and policy-checked) and the backend's
-/// reading of the API is tested against a fake API server, but no test has tried to
-/// break it on a real cluster (docs/kubernetes.md).
-pub fn capabilities() -> Capabilities {
+/// What the Kubernetes backend enforces, with (`relay`) or without a relay to the egress
+/// proxy Deployment. Nothing is `Enforced` yet: every setting is in every manifest (unit-
+/// and golden-tested, schema- and policy-checked) and the backend's reading of the API,
+/// the proxy's session lookup and the relay are tested against a fake API server, but no
+/// test has tried to break it on a real cluster (docs/kubernetes.md).
+pub fn capabilities(relay: bool) -> Capabilities {
+    let through_proxy = if relay { Support::Configured } else { Support::NotYet };
     Capabilities {
         executes_code: true,
         gvisor: Support::Configured,
         hardened_container: Support::Configured,
         egress_deny: Support::Configured,
-        // Routed to the egress proxy by NetworkPolicy; the proxy does not run on
-        // Kubernetes yet (on Docker it runs per session).
-        egress_allowlist: Support::NotYet,
-        bindings: Support::NotYet,
+        // Routed to the egress proxy Deployment by NetworkPolicy; the proxy serves a
+        // session only through the relay of the server that runs it.
+        egress_allowlist: through_proxy,
+        bindings: through_proxy,
         deadline: Support::Configured,
         memory_kill_reason: Support::Configured,
         // A PodSpec cannot set a pids limit (only the kubelet's node-wide podPidsLimit),
@@ -81,8 +88,8 @@ pub fn capabilities() -> Capabilities {
         disk_kill_reason: Support::Configured,
         log_limit: Support::Configured,
         // The credential stays in the init container; the clone's network reach goes
-        // through the egress proxy, which does not run on Kubernetes yet.
-        clone: Support::NotYet,
+        // through the egress proxy, which revokes it before the workload starts.
+        clone: through_proxy,
         artifacts: Support::NotYet,
     }
 }
@@ -90,7 +97,15 @@ pub fn capabilities() -> Capabilities {
 impl KubeBackend {
     /// A backend on `client` (from a kubeconfig, in-cluster config, or a test service).
     pub fn new(client: Client, config: KubeConfig) -> Self {
-        Self { client, config, runs: Mutex::new(HashMap::new()) }
+        Self { client, config, runs: Mutex::new(HashMap::new()), relay: None }
+    }
+
+    /// Offers sessions that need the egress proxy (allowlist, bindings, a repository)
+    /// through `relay`, which the server serves to the proxy Deployment.
+    #[must_use]
+    pub fn with_relay(mut self, relay: Arc<RelayRegistry>) -> Self {
+        self.relay = Some(relay);
+        self
     }
 
     /// A backend using the ambient configuration (in-cluster service account, or
@@ -230,7 +245,7 @@ impl KubeBackend {
 
 impl KubeBackend {
     /// Reports what a pod object says; returns the observation once the run is over.
-    fn on_pod(&self, run: &Run, pod: &Pod, progress: &mut Progress) -> Option<Observation> {
+    async fn on_pod(&self, session: &SessionId, run: &Run, pod: &Pod, progress: &mut Progress) -> Option<Observation> {
         let mut facts = observe_pod(pod);
         match facts.clone {
             Some(CloneState::Started) | Some(CloneState::Finished { .. }) if !progress.clone_started => {
@@ -244,6 +259,9 @@ impl KubeBackend {
         {
             progress.clone_finished = true;
             let _ = run.events.unbounded_send(BackendEvent::CloneFinished { ok: *ok, detail: detail.clone() });
+            if let Err(lost) = self.clone_reach_revoked(session, *ok).await {
+                return Some(lost);
+            }
         }
         if let Some(ended) = facts.ended.as_mut()
             && !run.steps.is_empty()
@@ -260,6 +278,33 @@ impl KubeBackend {
 }
 
 impl KubeBackend {
+    /// Reports the revocation of the clone's reach, in its place after the clone's end.
+    /// A failed clone ended its pod, and nothing holds a reach any more. A clone that
+    /// succeeded asked the proxy to revoke before it exited; the backend reports the
+    /// revocation once the relay confirms it, and ends the session as lost if it never
+    /// does (the workload would start with the repo host reachable).
+    async fn clone_reach_revoked(&self, session: &SessionId, ok: bool) -> Result<(), Observation> {
+        let confirmed = match (ok, self.relay.as_ref().and_then(|r| r.clone_revoked(session))) {
+            (false, _) => true,
+            (true, Some(mut revoked)) => {
+                let wait = Duration::from_millis(self.config.clone_revocation_timeout_ms);
+                matches!(tokio::time::timeout(wait, revoked.wait_for(|r| *r)).await, Ok(Ok(_)))
+            }
+            (true, None) => false,
+        };
+        if confirmed {
+            if let Ok(run) = self.run(session) {
+                let _ = run.events.unbounded_send(BackendEvent::CloneReachRevoked);
+            }
+            Ok(())
+        } else {
+            tracing::error!(session = %session, "the egress proxy never confirmed revoking the clone's reach");
+            Err(Observation::from_exit(ExitObservation::Lost {
+                detail: "the egress proxy did not confirm that the clone's reach was revoked".to_owned(),
+            }))
+        }
+    }
+
     /// Reports the steps the driver recorded (after the pod ended: the termination
     /// message is only written then); returns the failing step's name.
     fn report_steps(&self, run: &Run, pod: &Pod) -> Option<String> {
@@ -293,7 +338,7 @@ impl Backend for KubeBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        capabilities()
+        capabilities(self.relay.is_some())
     }
 
     async fn launch(
@@ -303,7 +348,23 @@ impl Backend for KubeBackend {
         secrets: &dyn SecretStore,
         events: BackendEvents,
     ) -> Result<RunHandle, BackendError> {
+        let relay = match (&self.relay, needs_proxy(plan)) {
+            (Some(relay), true) => Some(relay),
+            (None, true) => {
+                return Err(BackendError::Unsupported(
+                    "this session needs the egress proxy (allowlist egress, a binding or a repository to clone); \
+                     on Kubernetes the proxy Deployment serves only sessions of a server it can reach: run it \
+                     through `enclave serve --backend kube` in the cluster (`enclave run --server URL ...`)"
+                        .to_owned(),
+                ));
+            }
+            (_, false) => None,
+        };
         let manifests = SessionManifests::build(plan, session, &self.config, CredentialSource::Resolve(secrets))?;
+        if let Some(relay) = relay {
+            // Offered before the pod can exist, so the proxy finds its grant.
+            relay.register(session, plan, secrets, events.clone());
+        }
         // Order matters: the pod must never exist without its NetworkPolicy, and the
         // Secret it mounts must exist before it.
         self.create(&manifests.network_policy, session).await?;
@@ -342,7 +403,7 @@ impl Backend for KubeBackend {
                 Some(event) = pods.next() => {
                     match fold(event, &mut progress.pod_seen, &mut progress.pod_relisted) {
                         Step::Object(pod) => {
-                            let ended = self.on_pod(&run, &pod, &mut progress);
+                            let ended = self.on_pod(&handle.session, &run, &pod, &mut progress).await;
                             if progress.clone_finished && !progress.credential_removed {
                                 progress.credential_removed = true;
                                 self.remove_clone_credential(&run).await;
@@ -424,6 +485,10 @@ impl Backend for KubeBackend {
 
     async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
         self.runs.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
+        // The proxy gets nothing more for this session, and records nothing more.
+        if let Some(relay) = &self.relay {
+            relay.remove(session);
+        }
         let selector = labels::session_selector(session);
         let mut report = TeardownReport::default();
         let now = DeleteParams::foreground().grace_period(0);

@@ -25,6 +25,10 @@ pub struct KubeConfig {
     /// Owner label of everything this instance creates; the orphan reaper only removes
     /// objects of its own scope.
     pub scope: String,
+    /// How long, once the API reports a clone finished, the backend waits for the proxy's
+    /// word that it revoked the clone reach (it normally has it already: the clone step
+    /// asks for the revocation before it exits). Without it the session is ended as lost.
+    pub clone_revocation_timeout_ms: u64,
 }
 
 /// Where the egress proxy runs and how session pods reach it.
@@ -52,6 +56,7 @@ impl Default for KubeConfig {
             deadline_slack_seconds: 30,
             egress_proxy: Some(EgressProxy::default()),
             scope: "default".to_owned(),
+            clone_revocation_timeout_ms: 10_000,
         }
     }
 }

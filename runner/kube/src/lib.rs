@@ -15,6 +15,7 @@
 
 mod backend;
 mod clone_secret;
+mod cluster_proxy;
 mod config;
 mod error;
 mod job;
@@ -29,11 +30,13 @@ mod retry;
 mod session_watch;
 
 pub use backend::{KubeBackend, capabilities};
+pub use cluster_proxy::{ClusterProxy, ProxySettings};
 pub use config::{EgressProxy, KubeConfig};
 pub use error::KubeError;
 pub use labels::{MANAGED, ROLE, SCOPE, SESSION};
 pub use manifests::{CredentialSource, SessionManifests, render_plan, render_session_id};
 pub use names::{MAX_SESSION_ID, Names};
+pub use network_policy::needs_proxy;
 pub use observe::{CloneState, PodFacts, StepReport, job_deadline_exceeded, observe_pod, step_reports};
 pub use pod::{CLONE_CONTAINER, WORKLOAD_CONTAINER, WORKSPACE};
 pub use pod_identity::{SessionAddress, SessionPods};

@@ -43,6 +43,12 @@ if [ -n "${{ENCLAVE_GIT_TOKEN_FILE:-}}" ]; then
 fi
 git -c credential.helper="$helper" fetch -q --depth 1 origin "${{ENCLAVE_REPO_REF:-HEAD}}"
 git checkout -q FETCH_HEAD
+# The clone and the workload share the pod's address: the egress proxy revokes the
+# clone's reach on this request and answers only once the revocation is recorded. No
+# answer, no exit 0, and the workload never starts.
+if [ -n "${{ENCLAVE_CLONE_DONE_URL:-}}" ]; then
+  git ls-remote "$ENCLAVE_CLONE_DONE_URL" >/dev/null
+fi
 "#
     )
 }
@@ -65,6 +71,9 @@ pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) ->
             env.push(env_var("ENCLAVE_REPO_REF", git_ref));
         }
         env.extend(proxy_env(config));
+        if config.egress_proxy.is_some() {
+            env.push(env_var("ENCLAVE_CLONE_DONE_URL", enclave_egress::CLONE_DONE_URL));
+        }
         let mut mounts = vec![mount("workspace", WORKSPACE), mount("clone-tmp", "/tmp")];
         if clone.credential.is_some() {
             volumes.push(Volume {
@@ -418,9 +427,13 @@ mod tests {
             .expect("clone container");
         let workspace = tempfile::tempdir().expect("workspace");
         let mut clone = clone;
-        // The proxy is the cluster's; a local file:// fetch needs none.
-        clone.env =
-            clone.env.map(|env| env.into_iter().filter(|e| !e.name.to_lowercase().ends_with("_proxy")).collect());
+        // The proxy is the cluster's; a local file:// fetch needs none (nor its end-of-clone
+        // signal, which tests/tests/kube_egress.rs plays against a real proxy).
+        clone.env = clone.env.map(|env| {
+            env.into_iter()
+                .filter(|e| !e.name.to_lowercase().ends_with("_proxy") && e.name != "ENCLAVE_CLONE_DONE_URL")
+                .collect()
+        });
         let home = tempfile::tempdir().expect("home");
         // The origin is a local repository standing in for the remote (tests use no
         // network); HOME is a scratch directory as /tmp is in the pod.

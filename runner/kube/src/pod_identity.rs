@@ -16,10 +16,13 @@ use crate::labels;
 pub struct SessionAddress {
     /// The session.
     pub session: SessionId,
-    /// The API reports the clone container running and the workload not started: the
-    /// only state in which the proxy may grant the clone's reach (the repo host). The
-    /// API reports the clone's end a little after it happens, so a proxy must also
-    /// expect the workload to try the repo host during that gap; see docs/kubernetes.md.
+    /// The pod has a clone container that the API does not yet report finished, and its
+    /// workload has not started: the only state in which the proxy may grant the clone's
+    /// reach (the repo host). The API reports a container's start and end a little after
+    /// they happen, so this is read generously at the start (a clone just started may
+    /// still show as waiting) and the end is not left to it: the clone step tells the
+    /// proxy itself when it is done ([`enclave_egress::CLONE_DONE_URL`]), before its
+    /// container exits.
     pub cloning: bool,
 }
 
@@ -54,7 +57,13 @@ impl SessionPods {
             };
             let clone = state_of(status.and_then(|s| s.init_container_statuses.as_ref()), crate::pod::CLONE_CONTAINER);
             let workload = state_of(status.and_then(|s| s.container_statuses.as_ref()), crate::pod::WORKLOAD_CONTAINER);
-            let cloning = clone.running.is_some() && workload.running.is_none() && workload.terminated.is_none();
+            let has_clone = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.name == crate::pod::CLONE_CONTAINER));
+            let cloning =
+                has_clone && clone.terminated.is_none() && workload.running.is_none() && workload.terminated.is_none();
             let mut addresses: Vec<&str> =
                 status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| p.ip.as_str()).collect();
             addresses.extend(status.and_then(|s| s.pod_ip.as_deref()));
@@ -65,6 +74,17 @@ impl SessionPods {
             }
         }
         Self { by_ip }
+    }
+
+    /// Where `session` stands, if one of its pods is live and holds an address of its own.
+    pub fn session(&self, session: &SessionId) -> Option<&SessionAddress> {
+        self.by_ip
+            .values()
+            .filter_map(|v| match v.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+            .find(|a| &a.session == session)
     }
 
     /// The session a connection from `ip` belongs to; `None` when no live session pod
@@ -152,9 +172,10 @@ mod tests {
     }
 
     #[test]
-    fn the_clone_phase_is_only_while_the_api_shows_the_clone_running_and_the_workload_not_started() {
+    fn the_clone_phase_lasts_until_the_api_shows_the_clone_finished_or_the_workload_started() {
         let status = |clone: serde_json::Value, workload: serde_json::Value| {
-            serde_json::json!({"status": {"phase": "Pending", "podIP": "10.1.0.5",
+            serde_json::json!({"spec": {"containers": [], "initContainers": [{"name": "clone"}]},
+                "status": {"phase": "Pending", "podIP": "10.1.0.5",
                 "initContainerStatuses": [{"name": "clone", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": clone}],
                 "containerStatuses": [{"name": "workload", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": workload}]}})
         };
@@ -168,13 +189,20 @@ mod tests {
             ),
             (status(serde_json::json!({"terminated": {"exitCode": 0}}), serde_json::json!({"waiting": {}})), false),
             (status(serde_json::json!({"terminated": {"exitCode": 0}}), serde_json::json!({"running": {}})), false),
-            (status(serde_json::json!({"waiting": {}}), serde_json::json!({"waiting": {}})), false),
+            // Started but not yet reported as running.
+            (status(serde_json::json!({"waiting": {}}), serde_json::json!({"waiting": {}})), true),
         ];
         for (extra, cloning) in cases {
             let p = pod("a", "ses-a", "10.1.0.5", "Pending", extra);
             let index = SessionPods::from_pods([&p], "enclave-sessions");
             assert_eq!(index.session_for(ip("10.1.0.5")).map(|a| a.cloning), Some(cloning), "{:?}", p.status);
         }
+        // A pod without a clone container never has a clone phase.
+        let plain = pod("a", "ses-a", "10.1.0.5", "Pending", serde_json::json!({}));
+        let index = SessionPods::from_pods([&plain], "enclave-sessions");
+        assert_eq!(index.session_for(ip("10.1.0.5")).map(|a| a.cloning), Some(false));
+        assert_eq!(index.session(&SessionId::new("ses-a").expect("id")).map(|a| a.cloning), Some(false));
+        assert_eq!(index.session(&SessionId::new("ses-b").expect("id")), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! plays a scripted kubelet and Job controller for each Job created. Tests inject API
 //! failures, drop watches, and read back every request.
 
+#![allow(dead_code, reason = "shared by several test files; each uses a part")]
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -78,7 +80,18 @@ struct State {
     calls: Vec<Call>,
     pod_logs: BTreeMap<String, Vec<u8>>,
     script: Option<(PodScript, Option<i32>, Vec<u8>)>,
+    /// The address the kubelet gives session pods.
+    pod_ip: Option<String>,
+    /// Called with the session id when a clone succeeds, just before the clone
+    /// container exits: where the clone step tells the egress proxy it is done.
+    clone_done: Option<CloneDone>,
+    /// Whether the clone container stays running until `finish_clone`.
+    hold_clone: bool,
+    /// The held clone's exit code.
+    held_clone_exit: Option<i32>,
 }
+
+type CloneDone = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The fake API server. Cheap to clone; all clones share one cluster.
 #[derive(Clone, Default)]
@@ -86,6 +99,8 @@ pub(crate) struct FakeKube {
     state: Arc<Mutex<State>>,
     release: Arc<Notify>,
     running: Arc<Notify>,
+    clone_running: Arc<Notify>,
+    clone_release: Arc<Notify>,
 }
 
 fn selector_pairs(selector: &str) -> Vec<(String, String)> {
@@ -162,6 +177,33 @@ impl FakeKube {
     /// Ends every open watch, as an API server restart or a load balancer would.
     pub(crate) fn drop_watches(&self) {
         self.lock().watches.clear();
+    }
+
+    /// Session pods get this address (from the moment they exist, as a CNI assigns it
+    /// before init containers run).
+    pub(crate) fn set_pod_ip(&self, ip: &str) {
+        self.lock().pod_ip = Some(ip.to_owned());
+    }
+
+    /// Runs `hook` with the session id when a clone succeeds, before its container exits.
+    pub(crate) fn on_clone_done(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.lock().clone_done = Some(Arc::new(hook));
+    }
+
+    /// Keeps the clone container running until `finish_clone`.
+    pub(crate) fn hold_clone(&self) {
+        self.lock().hold_clone = true;
+    }
+
+    /// Completes once a held clone container is running.
+    pub(crate) async fn clone_running(&self) {
+        self.clone_running.notified().await;
+    }
+
+    /// Lets a held clone container exit with `code`.
+    pub(crate) fn finish_clone(&self, code: i32) {
+        self.lock().held_clone_exit = Some(code);
+        self.clone_release.notify_one();
     }
 
     /// Lets a `RunsUntilReleased` workload exit.
@@ -348,14 +390,36 @@ impl FakeKube {
             let mut labels = job["spec"]["template"]["metadata"]["labels"].clone();
             labels["job-name"] = json!(job_name);
             let has_clone = job["spec"]["template"]["spec"]["initContainers"].is_array();
+            let session = labels["enclave.dev/session"].as_str().unwrap_or_default().to_owned();
             let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod_name, "namespace": "enclave-sessions", "labels": labels},
                 "spec": job["spec"]["template"]["spec"].clone(),
                 "status": {"phase": "Pending"}});
+            let (pod_ip, clone_done, hold_clone) = {
+                let state = fake.lock();
+                (state.pod_ip.clone(), state.clone_done.clone(), state.hold_clone)
+            };
+            if let Some(ip) = pod_ip {
+                pod["status"]["podIP"] = json!(ip);
+                pod["status"]["podIPs"] = json!([{"ip": ip}]);
+            }
             fake.lock().put("pods", pod.clone(), "ADDED");
             tokio::task::yield_now().await;
             if has_clone {
-                let code = clone_exit.unwrap_or(0);
+                let code = if hold_clone {
+                    pod["status"]["initContainerStatuses"] = json!([container("clone", json!({"running": {}}))]);
+                    pod["status"]["containerStatuses"] =
+                        json!([container("workload", json!({"waiting": {"reason": "PodInitializing"}}))]);
+                    fake.update_pod(&pod);
+                    fake.clone_running.notify_one();
+                    fake.clone_release.notified().await;
+                    fake.lock().held_clone_exit.unwrap_or(0)
+                } else {
+                    clone_exit.unwrap_or(0)
+                };
+                if let (0, Some(hook)) = (code, &clone_done) {
+                    hook(&session);
+                }
                 pod["status"]["initContainerStatuses"] = json!([container(
                     "clone",
                     json!({"terminated": {"exitCode": code,

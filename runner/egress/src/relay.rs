@@ -1,0 +1,451 @@
+//! The relay between a session's orchestrator and a proxy that runs elsewhere (the
+//! egress proxy Deployment on Kubernetes).
+//!
+//! The orchestrating side keeps a [`RelayRegistry`]: for each session that needs the
+//! proxy, its plan, the values of its binding secrets and the channel its backend events
+//! go to. [`serve_relay`] serves that registry to proxies holding the relay token; a
+//! proxy fetches a session's [`Grant`] when it first sees the session, and sends every
+//! decision, binding use and clone revocation back through a [`RelayRecorder`], waiting
+//! for the answer before it lets anything through. A session the registry no longer
+//! holds gets nothing: its records are refused, so the proxy denies.
+//!
+//! Nothing here names a session by what a sandbox says: the proxy finds the session
+//! from the connection's source address ([`crate::Directory`]) and only then asks the
+//! relay about that session.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use enclave_core::{BackendEvent, BackendEvents, Decision, EgressPhase, Plan, Secret, SecretStore, SessionId};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::record::Recorder;
+
+/// The largest record or grant the relay reads.
+const MAX_BODY: usize = 4 << 20;
+/// How long a proxy waits for the relay to answer (then it denies).
+const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a proxy needs to enforce one session: its plan (rules, bindings, clone host) and
+/// the values of the secrets its bindings name. Secret values travel only to the proxy.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Grant {
+    /// The session's plan.
+    pub plan: Plan,
+    /// Binding secret values by secret name (only those the plan's bindings name).
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant").field("plan", &self.plan).field("secrets", &self.secrets.keys()).finish()
+    }
+}
+
+/// A grant's secrets as a store for [`crate::SessionProxyConfig`].
+pub struct GrantSecrets(BTreeMap<String, Secret>);
+
+impl GrantSecrets {
+    /// Takes the values out of a grant.
+    pub fn take(grant: &mut Grant) -> Self {
+        Self(std::mem::take(&mut grant.secrets).into_iter().map(|(k, v)| (k, Secret::new(v))).collect())
+    }
+}
+
+impl SecretStore for GrantSecrets {
+    fn resolve(&self, name: &str) -> Option<Secret> {
+        self.0.get(name).map(|s| Secret::new(s.expose()))
+    }
+    fn redaction_values(&self) -> Vec<Secret> {
+        self.0.values().map(|s| Secret::new(s.expose())).collect()
+    }
+}
+
+/// What a proxy records, on the wire: the [`BackendEvent`]s a proxy produces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum Record {
+    /// An egress decision.
+    Egress {
+        /// Phase.
+        phase: EgressPhase,
+        /// Host as written.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The decision.
+        decision: Decision,
+    },
+    /// A binding call.
+    BindingUsed {
+        /// Binding name.
+        binding: String,
+        /// Upstream host.
+        host: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// Forwarded or refused.
+        allowed: bool,
+        /// Upstream status.
+        status: Option<u16>,
+        /// Refusal reason.
+        reason: Option<String>,
+    },
+    /// The proxy revoked the clone step's reach.
+    CloneReachRevoked,
+}
+
+impl Record {
+    /// The wire form of an event a proxy produces; `None` for any other event.
+    pub fn from_event(event: BackendEvent) -> Option<Self> {
+        match event {
+            BackendEvent::Egress { phase, host, port, decision } => Some(Self::Egress { phase, host, port, decision }),
+            BackendEvent::BindingUsed { binding, host, method, path, allowed, status, reason } => {
+                Some(Self::BindingUsed { binding, host, method, path, allowed, status, reason })
+            }
+            BackendEvent::CloneReachRevoked => Some(Self::CloneReachRevoked),
+            _ => None,
+        }
+    }
+
+    /// The event this record stands for.
+    pub fn into_event(self) -> BackendEvent {
+        match self {
+            Self::Egress { phase, host, port, decision } => BackendEvent::Egress { phase, host, port, decision },
+            Self::BindingUsed { binding, host, method, path, allowed, status, reason } => {
+                BackendEvent::BindingUsed { binding, host, method, path, allowed, status, reason }
+            }
+            Self::CloneReachRevoked => BackendEvent::CloneReachRevoked,
+        }
+    }
+}
+
+struct Entry {
+    plan: Plan,
+    secrets: BTreeMap<String, Secret>,
+    events: BackendEvents,
+    /// Set once the proxy reports that it revoked the clone reach.
+    clone_revoked: watch::Sender<bool>,
+}
+
+/// The sessions a remote proxy may serve, kept by the orchestrating side.
+#[derive(Default)]
+pub struct RelayRegistry {
+    sessions: RwLock<HashMap<SessionId, Arc<Entry>>>,
+}
+
+impl RelayRegistry {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Offers `session` to proxies: its plan, the values of the secrets its bindings name
+    /// (resolved now; a missing one stays missing and the binding call fails), and where
+    /// its records go. The proxy's revocation of the clone reach is not passed on as an
+    /// event: the backend reports it in its place in the session's order
+    /// ([`RelayRegistry::clone_revoked`]).
+    pub fn register(&self, session: &SessionId, plan: &Plan, secrets: &dyn SecretStore, events: BackendEvents) {
+        let secrets = plan
+            .bindings
+            .iter()
+            .filter_map(|b| secrets.resolve(&b.secret).map(|value| (b.secret.clone(), value)))
+            .collect();
+        let entry = Entry { plan: plan.clone(), secrets, events, clone_revoked: watch::Sender::new(false) };
+        self.sessions.write().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), Arc::new(entry));
+    }
+
+    /// Withdraws `session`: from now on proxies get no grant and no record is accepted.
+    pub fn remove(&self, session: &SessionId) {
+        self.sessions.write().unwrap_or_else(PoisonError::into_inner).remove(session);
+    }
+
+    /// Whether `session` is offered.
+    pub fn contains(&self, session: &SessionId) -> bool {
+        self.sessions.read().unwrap_or_else(PoisonError::into_inner).contains_key(session)
+    }
+
+    /// A receiver that turns `true` once a proxy has reported revoking `session`'s clone
+    /// reach; `None` for a session not offered.
+    pub fn clone_revoked(&self, session: &SessionId) -> Option<watch::Receiver<bool>> {
+        self.entry(session).map(|e| e.clone_revoked.subscribe())
+    }
+
+    fn entry(&self, session: &SessionId) -> Option<Arc<Entry>> {
+        self.sessions.read().unwrap_or_else(PoisonError::into_inner).get(session).cloned()
+    }
+
+    fn grant(&self, session: &SessionId) -> Option<Grant> {
+        self.entry(session).map(|e| Grant {
+            plan: e.plan.clone(),
+            secrets: e.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+        })
+    }
+
+    /// Takes a record; `false` when the session is not offered or its events are closed
+    /// (the orchestrator could not write its audit).
+    pub fn record(&self, session: &SessionId, record: Record) -> bool {
+        let Some(entry) = self.entry(session) else { return false };
+        if entry.events.is_closed() {
+            return false;
+        }
+        match record {
+            Record::CloneReachRevoked => {
+                entry.clone_revoked.send_replace(true);
+                true
+            }
+            other => entry.events.unbounded_send(other.into_event()).is_ok(),
+        }
+    }
+}
+
+/// The relay's accept loop; stops when dropped.
+pub struct RelayTask {
+    accept: JoinHandle<()>,
+    /// Where the relay listens.
+    pub address: std::net::SocketAddr,
+}
+
+impl Drop for RelayTask {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Serves `registry` to proxies that present `token` (`Authorization: Bearer`):
+///
+/// - `GET /v1/sessions/{id}/grant`: the session's [`Grant`] (404 if not offered);
+/// - `POST /v1/sessions/{id}/records`: one [`Record`], 204 once taken, 410 if the
+///   session is not offered or cannot record.
+pub fn serve_relay(listener: TcpListener, registry: Arc<RelayRegistry>, token: Secret) -> std::io::Result<RelayTask> {
+    let address = listener.local_addr()?;
+    let token = Arc::new(token);
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let (registry, token) = (registry.clone(), token.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let (registry, token) = (registry.clone(), token.clone());
+                    async move { Ok::<_, Infallible>(relay_request(&registry, &token, req).await) }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(RelayTask { accept, address })
+}
+
+fn reply(status: StatusCode, body: Bytes, json: bool) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let kind = if json { "application/json" } else { "text/plain; charset=utf-8" };
+    response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
+    response
+}
+
+fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    constant_time_eq(presented.as_bytes(), token.expose().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(!x);
+    }
+    diff == 0
+}
+
+async fn relay_request(registry: &RelayRegistry, token: &Secret, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if token.expose().is_empty() || !authorized(&req, token) {
+        return reply(StatusCode::UNAUTHORIZED, Bytes::from_static(b"relay token required\n"), false);
+    }
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (session, action) = match parts.as_slice() {
+        ["v1", "sessions", id, action] => match SessionId::new(*id) {
+            Ok(session) => (session, *action),
+            Err(_) => return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"no such session\n"), false),
+        },
+        _ => return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"), false),
+    };
+    match (req.method().clone(), action) {
+        (Method::GET, "grant") => match registry.grant(&session).map(|g| serde_json::to_vec(&g)) {
+            Some(Ok(body)) => reply(StatusCode::OK, Bytes::from(body), true),
+            Some(Err(_)) => reply(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new(), false),
+            None => reply(StatusCode::NOT_FOUND, Bytes::from_static(b"no such session\n"), false),
+        },
+        (Method::POST, "records") => {
+            let Ok(body) = Limited::new(req.into_body(), MAX_BODY).collect().await else {
+                return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"unreadable body\n"), false);
+            };
+            let Ok(record) = serde_json::from_slice::<Record>(&body.to_bytes()) else {
+                return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"not a record\n"), false);
+            };
+            if registry.record(&session, record) {
+                reply(StatusCode::NO_CONTENT, Bytes::new(), false)
+            } else {
+                reply(StatusCode::GONE, Bytes::from_static(b"the session does not record\n"), false)
+            }
+        }
+        _ => reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new(), false),
+    }
+}
+
+/// Why the relay could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The relay could not be reached or answered garbage.
+    #[error("the relay at {url} cannot be used: {message}")]
+    Unavailable {
+        /// The relay.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A proxy's side of the relay.
+#[derive(Clone)]
+pub struct RelayClient {
+    base: String,
+    token: Arc<Secret>,
+    http: reqwest::Client,
+}
+
+impl RelayClient {
+    /// A client of the relay at `base` (`http://host:port`).
+    pub fn new(base: &str, token: Secret) -> Result<Self, RelayError> {
+        let http = reqwest::Client::builder()
+            .timeout(RELAY_TIMEOUT)
+            // The relay is named by the operator; a proxy never follows it elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| RelayError::Unavailable { url: base.to_owned(), message: e.to_string() })?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), token: Arc::new(token), http })
+    }
+
+    fn url(&self, session: &SessionId, action: &str) -> String {
+        format!("{}/v1/sessions/{session}/{action}", self.base)
+    }
+
+    fn unavailable(&self, message: impl std::fmt::Display) -> RelayError {
+        RelayError::Unavailable { url: self.base.clone(), message: message.to_string() }
+    }
+
+    /// The grant of `session`, or `None` if the relay does not offer it.
+    pub async fn grant(&self, session: &SessionId) -> Result<Option<Grant>, RelayError> {
+        let response = self
+            .http
+            .get(self.url(session, "grant"))
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        match response.status() {
+            StatusCode::OK => {
+                let body = response.bytes().await.map_err(|e| self.unavailable(e))?;
+                serde_json::from_slice(&body).map(Some).map_err(|e| self.unavailable(format!("bad grant: {e}")))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(self.unavailable(format!("grant answered {other}"))),
+        }
+    }
+
+    /// Records `event` for `session`; `false` unless the relay took it.
+    pub async fn record(&self, session: &SessionId, event: BackendEvent) -> bool {
+        let Some(record) = Record::from_event(event) else { return false };
+        let sent = self.http.post(self.url(session, "records")).bearer_auth(self.token.expose()).json(&record).send();
+        match sent.await {
+            Ok(response) => response.status() == StatusCode::NO_CONTENT,
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "relay unreachable; denying");
+                false
+            }
+        }
+    }
+
+    /// A recorder sending `session`'s records through this relay.
+    pub fn recorder(&self, session: &SessionId) -> Arc<dyn Recorder> {
+        Arc::new(RelayRecorder { client: self.clone(), session: session.clone() })
+    }
+}
+
+/// Records one session's events through the relay.
+pub struct RelayRecorder {
+    client: RelayClient,
+    session: SessionId,
+}
+
+#[async_trait]
+impl Recorder for RelayRecorder {
+    async fn record(&self, event: BackendEvent) -> bool {
+        self.client.record(&self.session, event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn every_event_a_proxy_makes_has_a_wire_form_and_back() {
+        let events = [
+            BackendEvent::Egress {
+                phase: EgressPhase::Run,
+                host: "a.test".into(),
+                port: 443,
+                decision: Decision::Allow { rule: "host:a.test".into() },
+            },
+            BackendEvent::BindingUsed {
+                binding: "api".into(),
+                host: "api.test".into(),
+                method: "GET".into(),
+                path: "/v1".into(),
+                allowed: true,
+                status: Some(200),
+                reason: None,
+            },
+            BackendEvent::CloneReachRevoked,
+        ];
+        for event in events {
+            let record = Record::from_event(event.clone()).expect("wire form");
+            let text = serde_json::to_string(&record).expect("json");
+            let back: Record = serde_json::from_str(&text).expect("parse");
+            assert_eq!(back.into_event(), event);
+        }
+        assert_eq!(Record::from_event(BackendEvent::WorkloadStarted), None);
+    }
+}

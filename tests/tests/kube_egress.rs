@@ -1,0 +1,306 @@
+//! The egress proxy as it runs on Kubernetes, end to end without a cluster: the
+//! Kubernetes backend runs a session against the fake API server and offers it through
+//! the relay; the cluster proxy (`enclave egress-proxy`) watches the same fake API for
+//! session pods and serves them on one listener. The fake kubelet gives the session pod
+//! the address 127.0.0.1, so connections this test makes from 127.0.0.1 are the pod's;
+//! 127.0.0.9 stands for any other pod. The clone is played with the host's real `git`
+//! through the proxy, including the clone step's end-of-clone signal.
+//!
+//! Every server is on loopback and started here (canaries on 127.0.0.2 and 127.0.0.3, a
+//! git server on 127.0.0.1); nothing is sent anywhere else.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::git_server::GitServer;
+use common::{Canary, TestCa, status};
+use enclave_core::{
+    AuditRecord, MemoryAuditSink, MemorySecrets, Orchestrator, Plan, Policy, Secret, SessionId, SessionResult,
+    SessionRun,
+};
+use enclave_egress::{CLONE_DONE_URL, RelayClient, RelayRegistry, StaticResolver, serve_relay};
+use enclave_kube::{ClusterProxy, EgressProxy, KubeBackend, KubeConfig, ProxySettings};
+use enclave_sim::WallClock;
+use fake_kube::{FakeKube, PodScript};
+use futures::FutureExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+const POD: Ipv4Addr = Ipv4Addr::LOCALHOST;
+const OTHER_POD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const TOKEN: &str = "relay-token-for-tests-0123456789abcdef";
+const BINDING_SECRET: &str = "kube-binding-secret-5e1d";
+const GIT_PASSWORD: &str = "git-pass-kube-42";
+/// Guards against a hang turning into a stuck CI job; never a timing assertion.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+fn plan_of(yaml: &str) -> Plan {
+    let parsed = enclave_spec::parse("inline.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{:#?}", e.errors));
+    enclave_core::plan(&parsed.spec, &Policy::default()).unwrap()
+}
+
+struct Cluster {
+    fake: FakeKube,
+    registry: Arc<RelayRegistry>,
+    proxy: ClusterProxy,
+    relay: enclave_egress::RelayTask,
+    ca: TestCa,
+    a: Canary,
+    b: Canary,
+    api: Canary,
+    git: GitServer,
+}
+
+async fn cluster(script: PodScript) -> Cluster {
+    let ca = TestCa::new();
+    let a = Canary::http(A).await;
+    let b = Canary::http(B).await;
+    let api = Canary::https(A, ca.server_config(&["api.binding.test"])).await;
+    let git = GitServer::start(ca.server_config(&["git.test"]), "x-access-token", GIT_PASSWORD, "kube clone\n").await;
+    let fake = FakeKube::new(script, None, b"done\n".to_vec());
+    fake.set_pod_ip(&POD.to_string());
+    fake.hold_clone();
+    let registry = RelayRegistry::new();
+    let relay_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let relay = serve_relay(relay_listener, registry.clone(), Secret::new(TOKEN)).unwrap();
+    let client = RelayClient::new(&format!("http://{}", relay.address), Secret::new(TOKEN)).unwrap();
+    let settings = ProxySettings {
+        resolver: Arc::new(StaticResolver::new(HashMap::from([
+            ("canary.test".to_owned(), vec![IpAddr::V4(A)]),
+            ("evil.test".to_owned(), vec![IpAddr::V4(B)]),
+            ("api.binding.test".to_owned(), vec![IpAddr::V4(A)]),
+            ("git.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+        ]))),
+        upstream_tls: enclave_egress::upstream_tls(&[ca.der()]).unwrap(),
+        proxy_addresses: vec![IpAddr::V4(PROXY)],
+        // The git server is on loopback, an address no workload may reach.
+        trusted_clone_networks: vec!["127.0.0.1/32".parse().unwrap()],
+    };
+    let listener = TcpListener::bind((PROXY, 0)).await.unwrap();
+    let proxy = ClusterProxy::start(fake.client(), "enclave-sessions", listener, client, settings).unwrap();
+    Cluster { fake, registry, proxy, relay, ca, a, b, api, git }
+}
+
+impl Cluster {
+    fn plan(&self) -> Plan {
+        plan_of(&format!(
+            r#"
+apiVersion: enclave.dev/v1
+kind: Session
+metadata:
+  name: kube-egress
+spec:
+  repo:
+    url: https://git.test:{git}/app.git
+  command: ["true"]
+  egress:
+    mode: allowlist
+    allow:
+      - host: canary.test
+        ports: [{ap}]
+      - cidr: 127.0.0.2/32
+        ports: [80, {ap}, {apip}]
+  bindings:
+    - name: api
+      host: api.binding.test
+      port: {apip}
+      secret: api-token
+      inject:
+        header: Authorization
+        format: "Bearer {{secret}}"
+      methods: [GET]
+      paths: ["/v1/*"]
+"#,
+            git = self.git.addr.port(),
+            ap = self.a.port(),
+            apip = self.api.port(),
+        ))
+    }
+
+    fn backend(&self) -> Arc<KubeBackend> {
+        let proxy = EgressProxy { url: format!("http://{}", self.proxy.address), ..EgressProxy::default() };
+        let config = KubeConfig { egress_proxy: Some(proxy), ..KubeConfig::default() };
+        Arc::new(KubeBackend::new(self.fake.client(), config).with_relay(self.registry.clone()))
+    }
+
+    fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy.address)
+    }
+
+    /// `git` as the clone container runs it: through the proxy, trusting the test CA.
+    async fn git(&self, args: &[&str], header: Option<&str>) -> std::process::Output {
+        let home = tempfile::tempdir().unwrap();
+        let ca = home.path().join("ca.pem");
+        std::fs::write(&ca, self.ca.pem()).unwrap();
+        let mut command = tokio::process::Command::new("git");
+        if let Some(header) = header {
+            command.arg("-c").arg(format!("http.extraHeader={header}"));
+        }
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_SSL_CAINFO", &ca)
+            .env("http_proxy", self.proxy_url())
+            .env("https_proxy", self.proxy_url())
+            .kill_on_drop(true);
+        tokio::time::timeout(HANG_GUARD, command.output()).await.expect("git finished").expect("git runs")
+    }
+}
+
+/// Runs the session in the background; returns its result and audit.
+fn start(
+    backend: Arc<KubeBackend>,
+    plan: Plan,
+    session: SessionId,
+) -> tokio::task::JoinHandle<(SessionResult, Vec<AuditRecord>)> {
+    let mut secrets = MemorySecrets::default();
+    secrets.insert("api-token", Secret::new(BINDING_SECRET));
+    tokio::spawn(async move {
+        let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(secrets));
+        let mut audit = MemoryAuditSink::default();
+        let mut listener = |_: &enclave_core::TimedEvent| {};
+        let run = orchestrator.run(SessionRun {
+            session,
+            plan: &plan,
+            audit: &mut audit,
+            listener: &mut listener,
+            cancel: futures::future::pending().boxed(),
+            artifacts: None,
+        });
+        let result = tokio::time::timeout(HANG_GUARD, run).await.expect("session ended").expect("orchestrator");
+        (result, audit.records)
+    })
+}
+
+/// A plain HTTP proxy request from `source`; the raw response ("" if closed unanswered).
+async fn from(source: Ipv4Addr, proxy: SocketAddr, request: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
+    let mut stream = socket.connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get(url: &str, host: &str) -> String {
+    format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+fn audit_text(records: &[AuditRecord]) -> Vec<String> {
+    records.iter().map(|r| serde_json::to_string(&r.event).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
+    let c = cluster(PodScript::RunsUntilReleased(0)).await;
+    let session = SessionId::new("ses-kube-egress").unwrap();
+    let run = start(c.backend(), c.plan(), session.clone());
+    let proxy = c.proxy.address;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}"));
+    let auth = format!("Authorization: Basic {basic}");
+    let repo = format!("https://git.test:{}/app.git", c.git.addr.port());
+    let canary = format!("http://canary.test:{}/", c.a.port());
+
+    // Clone phase: the pod reaches the repository host, and only that.
+    c.fake.clone_running().await;
+    c.proxy.knows(&session).await;
+    let listed = c.git(&["ls-remote", &repo], Some(&auth)).await;
+    assert!(listed.status.success(), "clone phase ls-remote: {}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("refs/heads/main"));
+    assert_eq!(status(&from(POD, proxy, &get(&canary, "canary.test")).await), 403, "workload rule in clone phase");
+    // Another address is no session's: closed without a byte, nothing dialled.
+    assert_eq!(from(OTHER_POD, proxy, &get(&canary, "canary.test")).await, "");
+    assert_eq!(c.a.connections(), 0);
+
+    // The clone step's signal: revoked and recorded before the answer, so git succeeds.
+    let signal = c.git(&["ls-remote", CLONE_DONE_URL], None).await;
+    assert!(signal.status.success(), "clone-done: {}", String::from_utf8_lossy(&signal.stderr));
+    assert!(*c.registry.clone_revoked(&session).unwrap().borrow(), "the relay heard the revocation");
+    let after = c.git(&["ls-remote", &repo], Some(&auth)).await;
+    assert!(!after.status.success(), "the repository host after the clone");
+    let git_requests = c.git.requests().len();
+
+    // Workload phase.
+    c.fake.finish_clone(0);
+    c.fake.running().await;
+    let allowed = from(POD, proxy, &get(&canary, "canary.test")).await;
+    assert_eq!(status(&allowed), 200, "{allowed}");
+    let denied = from(POD, proxy, &get(&format!("http://evil.test:{}/", c.b.port()), "evil.test")).await;
+    assert_eq!(status(&denied), 403, "{denied}");
+    assert_eq!(c.b.connections(), 0);
+    let binding = from(POD, proxy, &get("http://api.binding.test/v1/user", "api.binding.test")).await;
+    assert_eq!(status(&binding), 200, "{binding}");
+    assert!(!binding.contains(BINDING_SECRET), "the binding's secret came back: {binding}");
+    let upstream = c.api.requests().join("\n");
+    assert!(upstream.contains(&format!("Bearer {BINDING_SECRET}")), "injected at the boundary: {upstream}");
+    assert_eq!(from(OTHER_POD, proxy, &get(&canary, "canary.test")).await, "");
+    assert_eq!(c.git.requests().len(), git_requests, "no request reached git after the revocation");
+
+    c.fake.release();
+    let (result, records) = run.await.unwrap();
+    assert_eq!(result.status.to_string(), "succeeded", "{result:?}");
+    let audit = audit_text(&records);
+    let position = |needle: &str| {
+        audit.iter().position(|r| r.contains(needle)).unwrap_or_else(|| panic!("{needle} in audit:\n{audit:#?}"))
+    };
+    assert!(position("\"clone_finished\"") < position("\"clone_reach_revoked\""));
+    assert!(position("\"clone_reach_revoked\"") < position("\"workload_started\""));
+    for needle in ["\"git.test\"", "\"canary.test\"", "\"evil.test\"", "\"binding_used\""] {
+        position(needle);
+    }
+    assert!(audit.iter().all(|r| !r.contains(BINDING_SECRET) && !r.contains(GIT_PASSWORD)));
+    let jsonl: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+    assert!(enclave_core::verify_jsonl(jsonl.as_bytes()).is_ok(), "the chain holds");
+
+    // The session is over: the relay no longer offers it, and once the API shows its pod
+    // gone, its address gets nothing.
+    assert!(!c.registry.contains(&session));
+    tokio::time::timeout(HANG_GUARD, c.proxy.forgets(&session)).await.expect("the pod watch saw the pod go");
+    assert_eq!(from(POD, proxy, &get(&canary, "canary.test")).await, "");
+    assert_eq!(c.a.connections(), 1, "only the one allowed request reached the canary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_the_proxy() {
+    let c = cluster(PodScript::RunsUntilKilled).await;
+    let session = SessionId::new("ses-kube-norecord").unwrap();
+    let run = start(c.backend(), c.plan(), session.clone());
+    c.fake.clone_running().await;
+    c.proxy.knows(&session).await;
+    let canary = format!("http://canary.test:{}/", c.a.port());
+    assert_eq!(status(&from(POD, c.proxy.address, &get(&canary, "canary.test")).await), 403);
+    // The relay stops offering the session (its server lost it): nothing is recorded,
+    // so nothing passes, and the clone step's signal fails: git exits non-zero and the
+    // pod would fail before its workload starts.
+    c.registry.remove(&session);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}"));
+    let repo = format!("https://git.test:{}/app.git", c.git.addr.port());
+    let listed = c.git(&["ls-remote", &repo], Some(&format!("Authorization: Basic {basic}"))).await;
+    assert!(!listed.status.success(), "an unrecorded clone went through");
+    let signal = c.git(&["ls-remote", CLONE_DONE_URL], None).await;
+    assert!(!signal.status.success(), "the clone-done signal succeeded without a record");
+    assert!(c.git.requests().is_empty(), "nothing reached the git server");
+    c.fake.finish_clone(128);
+    let (result, _) = run.await.unwrap();
+    assert_eq!(result.exit_code, Some(128), "{result:?}");
+    // A relay without the token answers nothing.
+    let stranger = RelayClient::new(&format!("http://{}", c.relay.address), Secret::new("x".repeat(40))).unwrap();
+    assert!(stranger.grant(&session).await.is_err());
+}

@@ -38,6 +38,8 @@ use tokio::net::TcpListener;
 const POD: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const OTHER_POD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+/// A second replica of the proxy Deployment, behind the same Service.
+const REPLICA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const TOKEN: &str = "relay-token-for-tests-0123456789abcdef";
@@ -55,6 +57,7 @@ struct Cluster {
     fake: FakeKube,
     registry: Arc<RelayRegistry>,
     proxy: ClusterProxy,
+    replica: ClusterProxy,
     relay: enclave_egress::RelayTask,
     ca: TestCa,
     a: Canary,
@@ -76,7 +79,7 @@ async fn cluster(script: PodScript) -> Cluster {
     let relay_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let relay = serve_relay(relay_listener, registry.clone(), Secret::new(TOKEN)).unwrap();
     let client = RelayClient::new(&format!("http://{}", relay.address), Secret::new(TOKEN)).unwrap();
-    let settings = ProxySettings {
+    let settings = || ProxySettings {
         resolver: Arc::new(StaticResolver::new(HashMap::from([
             ("canary.test".to_owned(), vec![IpAddr::V4(A)]),
             ("evil.test".to_owned(), vec![IpAddr::V4(B)]),
@@ -84,13 +87,15 @@ async fn cluster(script: PodScript) -> Cluster {
             ("git.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
         ]))),
         upstream_tls: enclave_egress::upstream_tls(&[ca.der()]).unwrap(),
-        proxy_addresses: vec![IpAddr::V4(PROXY)],
+        proxy_addresses: vec![IpAddr::V4(PROXY), IpAddr::V4(REPLICA)],
         // The git server is on loopback, an address no workload may reach.
         trusted_clone_networks: vec!["127.0.0.1/32".parse().unwrap()],
     };
     let listener = TcpListener::bind((PROXY, 0)).await.unwrap();
-    let proxy = ClusterProxy::start(fake.client(), "enclave-sessions", listener, client, settings).unwrap();
-    Cluster { fake, registry, proxy, relay, ca, a, b, api, git }
+    let proxy = ClusterProxy::start(fake.client(), "enclave-sessions", listener, client.clone(), settings()).unwrap();
+    let listener = TcpListener::bind((REPLICA, 0)).await.unwrap();
+    let replica = ClusterProxy::start(fake.client(), "enclave-sessions", listener, client, settings()).unwrap();
+    Cluster { fake, registry, proxy, replica, relay, ca, a, b, api, git }
 }
 
 impl Cluster {
@@ -135,12 +140,13 @@ spec:
         Arc::new(KubeBackend::new(self.fake.client(), config).with_relay(self.registry.clone()))
     }
 
-    fn proxy_url(&self) -> String {
-        format!("http://{}", self.proxy.address)
-    }
-
     /// `git` as the clone container runs it: through the proxy, trusting the test CA.
     async fn git(&self, args: &[&str], header: Option<&str>) -> std::process::Output {
+        self.git_via(self.proxy.address, args, header).await
+    }
+
+    async fn git_via(&self, proxy: SocketAddr, args: &[&str], header: Option<&str>) -> std::process::Output {
+        let proxy_url = format!("http://{proxy}");
         let home = tempfile::tempdir().unwrap();
         let ca = home.path().join("ca.pem");
         std::fs::write(&ca, self.ca.pem()).unwrap();
@@ -156,8 +162,8 @@ spec:
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_SSL_CAINFO", &ca)
-            .env("http_proxy", self.proxy_url())
-            .env("https_proxy", self.proxy_url())
+            .env("http_proxy", &proxy_url)
+            .env("https_proxy", &proxy_url)
             .kill_on_drop(true);
         tokio::time::timeout(HANG_GUARD, command.output()).await.expect("git finished").expect("git runs")
     }
@@ -225,6 +231,10 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
     assert!(listed.status.success(), "clone phase ls-remote: {}", String::from_utf8_lossy(&listed.stderr));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("refs/heads/main"));
     assert_eq!(status(&from(POD, proxy, &get(&canary, "canary.test")).await), 403, "workload rule in clone phase");
+    // The other replica serves the clone too (the Service spreads connections).
+    c.replica.knows(&session).await;
+    let listed = c.git_via(c.replica.address, &["ls-remote", &repo], Some(&auth)).await;
+    assert!(listed.status.success(), "replica ls-remote: {}", String::from_utf8_lossy(&listed.stderr));
     // Another address is no session's: closed without a byte, nothing dialled.
     assert_eq!(from(OTHER_POD, proxy, &get(&canary, "canary.test")).await, "");
     assert_eq!(c.a.connections(), 0);
@@ -235,6 +245,10 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
     assert!(*c.registry.clone_revoked(&session).unwrap().borrow(), "the relay heard the revocation");
     let after = c.git(&["ls-remote", &repo], Some(&auth)).await;
     assert!(!after.status.success(), "the repository host after the clone");
+    // The replica did not hear the signal and the API still shows the clone running:
+    // the relay refuses its clone-phase allow, so it denies too.
+    let after = c.git_via(c.replica.address, &["ls-remote", &repo], Some(&auth)).await;
+    assert!(!after.status.success(), "the repository host through the other replica");
     let git_requests = c.git.requests().len();
 
     // Workload phase.

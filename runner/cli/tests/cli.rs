@@ -196,6 +196,8 @@ fn help_describes_every_subcommand() {
         (&["audit", "show", "--help"], &["Print the chain as a timeline"]),
         (&["schema", "--help"], &["Print the JSON Schema"]),
         (&["doctor", "--help"], &["Check this host for the Docker backend"]),
+        (&["serve", "--help"], &["--relay-listen", "kube"]),
+        (&["egress-proxy", "--help"], &["source", "--relay", "--self-address", "denied"]),
     ];
     for (args, needles) in table {
         let out = sandbox.enclave(args);
@@ -204,6 +206,24 @@ fn help_describes_every_subcommand() {
             assert!(out.stdout.contains(needle), "enclave {args:?} does not mention {needle:?}:\n{}", out.stdout);
         }
     }
+}
+
+#[test]
+fn egress_proxy_refuses_to_start_without_a_strong_relay_token() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.enclave(&["egress-proxy", "--relay", "http://127.0.0.1:9"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("ENCLAVE_RELAY_TOKEN or --relay-token-file"), "{out:?}");
+    let weak = sandbox.write("token", "short\n");
+    let out = sandbox.enclave(
+        &["egress-proxy", "--relay", "http://127.0.0.1:9", "--relay-token-file"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([weak.display().to_string()])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("at least 32 characters"), "{out:?}");
 }
 
 #[test]

@@ -46,6 +46,9 @@ pub struct Grant {
     pub plan: Plan,
     /// Binding secret values by secret name (only those the plan's bindings name).
     pub secrets: BTreeMap<String, String>,
+    /// A proxy already reported revoking the clone's reach (a proxy that restarts, or a
+    /// second replica, must not grant it again whatever the API still shows).
+    pub clone_revoked: bool,
 }
 
 impl std::fmt::Debug for Grant {
@@ -193,14 +196,22 @@ impl RelayRegistry {
         self.entry(session).map(|e| Grant {
             plan: e.plan.clone(),
             secrets: e.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+            clone_revoked: *e.clone_revoked.borrow(),
         })
     }
 
     /// Takes a record; `false` when the session is not offered or its events are closed
-    /// (the orchestrator could not write its audit).
+    /// (the orchestrator could not write its audit), and for a clone-phase allow once a
+    /// proxy has revoked the clone's reach: the relay is the one place that knows, so a
+    /// proxy replica that missed the clone step's signal still cannot let it through.
     pub fn record(&self, session: &SessionId, record: Record) -> bool {
         let Some(entry) = self.entry(session) else { return false };
         if entry.events.is_closed() {
+            return false;
+        }
+        if let Record::Egress { phase: EgressPhase::Clone, decision: Decision::Allow { .. }, .. } = &record
+            && *entry.clone_revoked.borrow()
+        {
             return false;
         }
         match record {
@@ -410,6 +421,57 @@ impl Recorder for RelayRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clone_plan() -> Plan {
+        let yaml = "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: r\nspec:\n  repo:\n    url: https://git.test/app.git\n  command: [\"true\"]\n";
+        let parsed = enclave_spec::parse("r.yaml", yaml.as_bytes()).expect("spec");
+        enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan")
+    }
+
+    fn clone_allow() -> Record {
+        Record::Egress {
+            phase: EgressPhase::Clone,
+            host: "git.test".into(),
+            port: 443,
+            decision: Decision::Allow { rule: "clone:repo".into() },
+        }
+    }
+
+    #[test]
+    fn after_the_clone_reach_is_revoked_no_clone_phase_allow_is_recorded() {
+        let registry = RelayRegistry::new();
+        let session = SessionId::new("ses-relay").expect("id");
+        let (events, mut rx) = futures_channel();
+        registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, events);
+        assert!(registry.record(&session, clone_allow()));
+        assert!(!registry.grant(&session).expect("offered").clone_revoked);
+        assert!(registry.record(&session, Record::CloneReachRevoked));
+        assert!(*registry.clone_revoked(&session).expect("offered").borrow());
+        assert!(registry.grant(&session).expect("offered").clone_revoked);
+        // Another replica, still in its clone phase: refused, so it denies.
+        assert!(!registry.record(&session, clone_allow()));
+        let deny = Record::Egress {
+            phase: EgressPhase::Clone,
+            host: "git.test".into(),
+            port: 443,
+            decision: Decision::Deny { reason: enclave_core::DenyReason::CloneOnlyRepoHost },
+        };
+        assert!(registry.record(&session, deny));
+        // The revocation itself is the backend's to report, in its place: only the
+        // first allow and the deny reached the session's events.
+        let mut got = Vec::new();
+        while let Ok(Some(event)) = rx.try_next() {
+            got.push(event);
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        registry.remove(&session);
+        assert!(!registry.record(&session, Record::CloneReachRevoked));
+        assert!(registry.grant(&session).is_none());
+    }
+
+    fn futures_channel() -> (BackendEvents, futures::channel::mpsc::UnboundedReceiver<BackendEvent>) {
+        futures::channel::mpsc::unbounded()
+    }
 
     #[test]
     fn constant_time_comparison_is_equality() {

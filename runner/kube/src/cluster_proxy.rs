@@ -79,8 +79,11 @@ impl ClusterDirectory {
                     }
                 };
                 let secrets = Arc::new(GrantSecrets::take(&mut grant));
-                let phase =
-                    if cloning && grant.plan.clone_phase().is_some() { EgressPhase::Clone } else { EgressPhase::Run };
+                let phase = if cloning && !grant.clone_revoked && grant.plan.clone_phase().is_some() {
+                    EgressPhase::Clone
+                } else {
+                    EgressPhase::Run
+                };
                 Ok(SessionProxy::new(SessionProxyConfig {
                     plan: Arc::new(grant.plan),
                     secrets,

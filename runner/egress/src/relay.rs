@@ -460,7 +460,7 @@ mod tests {
         // The revocation itself is the backend's to report, in its place: only the
         // first allow and the deny reached the session's events.
         let mut got = Vec::new();
-        while let Ok(Some(event)) = rx.try_next() {
+        while let Ok(event) = rx.try_recv() {
             got.push(event);
         }
         assert_eq!(got.len(), 2, "{got:?}");

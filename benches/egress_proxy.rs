@@ -1,5 +1,9 @@
 //! Egress proxy throughput and added latency, side by side with Debian's `tinyproxy` on
 //! the same loopback upstream, and with the upstream reached directly as the floor.
+//! Two Enclave shapes: the per-session proxy of the Docker backend (records go to an
+//! in-process channel), and the shared proxy of the Kubernetes Deployment (the session
+//! named by source address, every record a round trip to the server's relay, which runs
+//! on its own runtime as the server would in its own process).
 //!
 //! Each run: `CLIENTS` concurrent clients, each sending one request per fresh
 //! connection (Enclave's proxy serves one request per connection, by design) for
@@ -15,8 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use enclave_core::{BackendEvent, EgressPhase, MemorySecrets, Policy};
-use enclave_egress::{Recorder, SessionProxy, SessionProxyConfig, StaticResolver};
+use enclave_core::{BackendEvent, EgressPhase, MemorySecrets, Plan, Policy, Secret, SessionId};
+use enclave_egress::{
+    DirectoryTask, Recorder, RelayClient, RelayRegistry, RelayTask, SessionProxy, SessionProxyConfig, StaticDirectory,
+    StaticResolver, serve_directory, serve_relay,
+};
+use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -58,16 +66,19 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
-async fn enclave_proxy(upstream: SocketAddr) -> (SocketAddr, enclave_egress::ProxyTask) {
+fn bench_plan(upstream: SocketAddr) -> Plan {
     let yaml = format!(
         "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: bench\nspec:\n  command: [\"true\"]\n  egress:\n    mode: allowlist\n    allow:\n      - cidr: {}/32\n        ports: [{}]\n",
         upstream.ip(),
         upstream.port()
     );
     let parsed = enclave_spec::parse("bench.yaml", yaml.as_bytes()).unwrap();
-    let plan = enclave_core::plan(&parsed.spec, &Policy::default()).unwrap();
+    enclave_core::plan(&parsed.spec, &Policy::default()).unwrap()
+}
+
+async fn enclave_proxy(upstream: SocketAddr) -> (SocketAddr, enclave_egress::ProxyTask) {
     let proxy = SessionProxy::new(SessionProxyConfig {
-        plan: Arc::new(plan),
+        plan: Arc::new(bench_plan(upstream)),
         secrets: Arc::new(MemorySecrets::default()),
         resolver: Arc::new(StaticResolver::default()),
         recorder: Arc::new(Discard),
@@ -79,6 +90,42 @@ async fn enclave_proxy(upstream: SocketAddr) -> (SocketAddr, enclave_egress::Pro
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     (addr, proxy.serve(listener).unwrap())
+}
+
+const RELAY_TOKEN: &str = "bench-relay-token-0123456789abcdef0123";
+
+/// The server's side: a registry offering one session, its relay, and a task taking the
+/// session's events as the orchestrator would.
+async fn relay(upstream: SocketAddr, session: &SessionId) -> RelayTask {
+    let registry = RelayRegistry::new();
+    let (events, mut rx) = futures::channel::mpsc::unbounded();
+    registry.register(session, &bench_plan(upstream), &MemorySecrets::default(), events);
+    tokio::spawn(async move { while rx.next().await.is_some() {} });
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    serve_relay(listener, registry, Secret::new(RELAY_TOKEN)).unwrap()
+}
+
+/// The proxy Deployment's shape: one listener, the session found by source address, its
+/// grant and every record through the relay.
+async fn relayed_proxy(relay: SocketAddr, session: &SessionId) -> (SocketAddr, DirectoryTask) {
+    let client = RelayClient::new(&format!("http://{relay}"), Secret::new(RELAY_TOKEN)).unwrap();
+    let grant = client.grant(session).await.unwrap().expect("the relay offers the session");
+    let proxy = SessionProxy::new(SessionProxyConfig {
+        plan: Arc::new(grant.plan),
+        secrets: Arc::new(MemorySecrets::default()),
+        resolver: Arc::new(StaticResolver::default()),
+        recorder: client.recorder(session),
+        proxy_addresses: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5))],
+        trusted_clone_networks: Vec::new(),
+        upstream_tls: enclave_egress::upstream_tls(&[]).unwrap(),
+        phase: EgressPhase::Run,
+    });
+    let directory = Arc::new(StaticDirectory::default());
+    // Clients connect from 127.0.0.1: that is the session's "pod address".
+    directory.insert(IpAddr::V4(Ipv4Addr::LOCALHOST), proxy);
+    let listener = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 5), 0)).await.unwrap();
+    let task = serve_directory(listener, directory).unwrap();
+    (task.address, task)
 }
 
 /// Starts tinyproxy on a free loopback port; `None` if it is not installed.
@@ -179,6 +226,11 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let up = rt.block_on(upstream());
     let (proxy_addr, task) = proxy_rt.block_on(enclave_proxy(up));
+    // The server's relay, on its own thread as in its own process.
+    let relay_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let session = SessionId::new("ses-bench-relay").unwrap();
+    let relay_task = relay_rt.block_on(relay(up, &session));
+    let (relayed_addr, relayed_task) = proxy_rt.block_on(relayed_proxy(relay_task.address, &session));
     let dir = tempfile::tempdir().unwrap();
     let tiny = tinyproxy(dir.path());
     rt.block_on(async {
@@ -191,6 +243,13 @@ fn main() {
         report("direct", &direct, &direct);
         let enclave = load(proxy_addr, absolute.clone()).await;
         report("enclave-proxy", &enclave, &direct);
+        let relayed = load(relayed_addr, absolute.clone()).await;
+        report("enclave+relay", &relayed, &direct);
+        println!(
+            "relayed/per-session: throughput x{:.2}, p99 x{:.2} (the cost of a relay round trip per decision)",
+            relayed.rps / enclave.rps.max(1.0),
+            relayed.p99.as_secs_f64() / enclave.p99.as_secs_f64().max(1e-9)
+        );
         match &tiny {
             Some((addr, _)) => {
                 let peer = load(*addr, absolute).await;
@@ -205,7 +264,10 @@ fn main() {
         }
     });
     drop(task);
+    drop(relayed_task);
+    drop(relay_task);
     proxy_rt.shutdown_background();
+    relay_rt.shutdown_background();
     if let Some((_, mut child)) = tiny {
         let _ = child.kill();
         let _ = child.wait();

@@ -294,6 +294,15 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_the_proxy() {
     let c = cluster(PodScript::RunsUntilKilled).await;
+    // The proxies' pod watches drop (an API server restart); they must come back.
+    tokio::time::timeout(HANG_GUARD, async {
+        while c.fake.open_watches() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the proxies watch session pods");
+    c.fake.drop_watches();
     let session = SessionId::new("ses-kube-norecord").unwrap();
     let run = start(c.backend(), c.plan(), session.clone());
     c.fake.clone_running().await;

@@ -227,6 +227,23 @@ fn egress_proxy_refuses_to_start_without_a_strong_relay_token() {
 }
 
 #[test]
+fn serve_on_kube_without_a_cluster_says_what_is_missing() {
+    let sandbox = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_enclave"))
+        .args(["serve", "--backend", "kube", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(sandbox.path().join("data"))
+        .current_dir(sandbox.path())
+        .env("HOME", sandbox.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run enclave");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no Kubernetes configuration found"), "{stderr}");
+}
+
+#[test]
 fn no_arguments_is_a_usage_error() {
     let out = Sandbox::new().enclave::<&str>(&[]);
     assert_eq!(out.code, 2, "{out:?}");

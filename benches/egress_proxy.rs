@@ -102,13 +102,13 @@ async fn relay(upstream: SocketAddr, session: &SessionId) -> RelayTask {
     registry.register(session, &bench_plan(upstream), &MemorySecrets::default(), events);
     tokio::spawn(async move { while rx.next().await.is_some() {} });
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    serve_relay(listener, registry, Secret::new(RELAY_TOKEN)).unwrap()
+    serve_relay(listener, registry, Secret::new(RELAY_TOKEN), None).unwrap()
 }
 
 /// The proxy Deployment's shape: one listener, the session found by source address, its
 /// grant and every record through the relay.
 async fn relayed_proxy(relay: SocketAddr, session: &SessionId) -> (SocketAddr, DirectoryTask) {
-    let client = RelayClient::new(&format!("http://{relay}"), Secret::new(RELAY_TOKEN)).unwrap();
+    let client = RelayClient::new(&format!("http://{relay}"), Secret::new(RELAY_TOKEN), None).unwrap();
     let grant = client.grant(session).await.unwrap().expect("the relay offers the session");
     let proxy = SessionProxy::new(SessionProxyConfig {
         plan: Arc::new(grant.plan),

@@ -77,8 +77,12 @@ async fn cluster(script: PodScript) -> Cluster {
     fake.hold_clone();
     let registry = RelayRegistry::new();
     let relay_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let relay = serve_relay(relay_listener, registry.clone(), Secret::new(TOKEN)).unwrap();
-    let client = RelayClient::new(&format!("http://{}", relay.address), Secret::new(TOKEN)).unwrap();
+    // The relay speaks TLS with a certificate from files, as deploy/ sets it up.
+    let (cert, key) = ca.server_pem(&["127.0.0.1"]);
+    let tls = enclave_egress::relay_server_tls(&cert, &key).unwrap();
+    let relay = serve_relay(relay_listener, registry.clone(), Secret::new(TOKEN), Some(tls)).unwrap();
+    let relay_url = format!("https://{}", relay.address);
+    let client = RelayClient::new(&relay_url, Secret::new(TOKEN), Some(&ca.pem())).unwrap();
     let settings = || ProxySettings {
         resolver: Arc::new(StaticResolver::new(HashMap::from([
             ("canary.test".to_owned(), vec![IpAddr::V4(A)]),
@@ -324,6 +328,16 @@ async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_
     let (result, _) = run.await.unwrap();
     assert_eq!(result.exit_code, Some(128), "{result:?}");
     // A relay without the token answers nothing.
-    let stranger = RelayClient::new(&format!("http://{}", c.relay.address), Secret::new("x".repeat(40))).unwrap();
+    let relay_url = format!("https://{}", c.relay.address);
+    let stranger = RelayClient::new(&relay_url, Secret::new("x".repeat(40)), Some(&c.ca.pem())).unwrap();
     assert!(stranger.grant(&session).await.is_err());
+    // Nor to a client that trusts another CA (a relay impostor looks the same from here).
+    let other_ca = TestCa::new();
+    let misled = RelayClient::new(&relay_url, Secret::new(TOKEN), Some(&other_ca.pem())).unwrap();
+    let refused = misled.grant(&session).await.expect_err("a certificate from another CA");
+    assert!(!refused.to_string().contains(TOKEN), "{refused}");
+    // And plain http to a TLS relay gets nothing either.
+    let plain = RelayClient::new(&format!("http://{}", c.relay.address), Secret::new(TOKEN), None).unwrap();
+    assert!(plain.grant(&session).await.is_err());
+    assert!(RelayClient::new(&relay_url, Secret::new(TOKEN), None).is_err(), "https without a CA");
 }

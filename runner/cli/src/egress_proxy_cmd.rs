@@ -22,11 +22,17 @@ async fn run(args: &EgressProxyArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let token = crate::serve_cmd::relay_token(args.relay_token_file.as_deref())?;
-    let relay = enclave_egress::RelayClient::new(&args.relay, token)?;
-    let extra_ca = match &args.extra_ca {
-        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),
-        None => None,
+    let read = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
+        path.as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+            .transpose()
     };
+    let relay_ca = read(&args.relay_ca)?;
+    let relay = enclave_egress::RelayClient::new(&args.relay, token, relay_ca.as_deref())?;
+    if relay_ca.is_none() {
+        eprintln!("warning: the relay is plain http: binding secrets reach this proxy in clear");
+    }
+    let extra_ca = read(&args.extra_ca)?;
     let settings = ProxySettings {
         resolver: Arc::new(enclave_egress::DnsResolver::from_system().map_err(anyhow::Error::msg)?),
         upstream_tls: enclave_egress::upstream_tls_pem(extra_ca.as_deref()).map_err(anyhow::Error::msg)?,

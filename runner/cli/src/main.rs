@@ -176,6 +176,14 @@ struct ServeArgs {
     /// (`ENCLAVE_RELAY_TOKEN` takes precedence).
     #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TOKEN_FILE")]
     relay_token_file: Option<PathBuf>,
+    /// The relay's TLS certificate chain (PEM). With `--relay-tls-key`, the relay speaks
+    /// https only; without both it is plain http (binding secret values cross it, so
+    /// keep it on a network only the proxy reaches).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TLS_CERT", requires = "relay_tls_key")]
+    relay_tls_cert: Option<PathBuf>,
+    /// The relay's TLS private key (PEM).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TLS_KEY", requires = "relay_tls_cert")]
+    relay_tls_key: Option<PathBuf>,
     /// On the simulator, let modelled time pass at wall-clock pace (so sessions can be
     /// watched and cancelled).
     #[arg(long, env = "ENCLAVE_SIM_REAL_TIME")]
@@ -196,9 +204,12 @@ struct EgressProxyArgs {
     /// Namespace of the session pods.
     #[arg(long, value_name = "NAMESPACE", default_value = "enclave-sessions")]
     sessions_namespace: String,
-    /// The server's relay (`http://HOST:PORT`, its `--relay-listen`).
+    /// The server's relay (`https://HOST:PORT`, or `http://` for a relay without TLS).
     #[arg(long, value_name = "URL", env = "ENCLAVE_RELAY_URL")]
     relay: String,
+    /// The CA (PEM) that signed the relay's certificate; the only root trusted for it.
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_CA")]
+    relay_ca: Option<PathBuf>,
     /// File holding the relay's bearer token (`ENCLAVE_RELAY_TOKEN` takes precedence).
     #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TOKEN_FILE")]
     relay_token_file: Option<PathBuf>,

@@ -135,9 +135,25 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
                     let listener = tokio::net::TcpListener::bind(address)
                         .await
                         .with_context(|| format!("cannot listen for the relay on {address}"))?;
-                    let task = enclave_egress::serve_relay(listener, relay.clone(), token)
+                    let tls = match (&args.relay_tls_cert, &args.relay_tls_key) {
+                        (Some(cert), Some(key)) => {
+                            let read = |p: &std::path::Path| {
+                                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+                            };
+                            let key = Zeroizing::new(read(key)?);
+                            Some(enclave_egress::relay_server_tls(&read(cert)?, &key).map_err(anyhow::Error::msg)?)
+                        }
+                        _ => None,
+                    };
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    let task = enclave_egress::serve_relay(listener, relay.clone(), token, tls)
                         .context("cannot serve the relay")?;
-                    eprintln!("  relay for the egress proxy on http://{}", task.address);
+                    eprintln!("  relay for the egress proxy on {scheme}://{}", task.address);
+                    if scheme == "http" {
+                        eprintln!(
+                            "  the relay has no TLS (--relay-tls-cert/--relay-tls-key): binding secrets cross it in clear"
+                        );
+                    }
                     relay_task = Some(task);
                     Arc::new(backend.with_relay(relay.clone()))
                 }

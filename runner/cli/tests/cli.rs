@@ -196,8 +196,8 @@ fn help_describes_every_subcommand() {
         (&["audit", "show", "--help"], &["Print the chain as a timeline"]),
         (&["schema", "--help"], &["Print the JSON Schema"]),
         (&["doctor", "--help"], &["Check this host for the Docker backend"]),
-        (&["serve", "--help"], &["--relay-listen", "kube"]),
-        (&["egress-proxy", "--help"], &["source", "--relay", "--self-address", "denied"]),
+        (&["serve", "--help"], &["--relay-listen", "kube", "--relay-tls-cert"]),
+        (&["egress-proxy", "--help"], &["source", "--relay", "--relay-ca", "--self-address", "denied"]),
     ];
     for (args, needles) in table {
         let out = sandbox.enclave(args);

@@ -237,26 +237,63 @@ impl Drop for RelayTask {
     }
 }
 
-/// Serves `registry` to proxies that present `token` (`Authorization: Bearer`):
+/// TLS settings of a relay that serves `cert_pem` (its chain, leaf first) with `key_pem`.
+pub fn relay_server_tls(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("relay certificate PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("relay certificate PEM: no certificate".to_owned());
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("relay key PEM: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("relay certificate and key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Serves `registry` to proxies that present `token` (`Authorization: Bearer`), over
+/// TLS when `tls` is given:
 ///
 /// - `GET /v1/sessions/{id}/grant`: the session's [`Grant`] (404 if not offered);
 /// - `POST /v1/sessions/{id}/records`: one [`Record`], 204 once taken, 410 if the
 ///   session is not offered or cannot record.
-pub fn serve_relay(listener: TcpListener, registry: Arc<RelayRegistry>, token: Secret) -> std::io::Result<RelayTask> {
+pub fn serve_relay(
+    listener: TcpListener,
+    registry: Arc<RelayRegistry>,
+    token: Secret,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<RelayTask> {
     let address = listener.local_addr()?;
     let token = Arc::new(token);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let accept = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            let (registry, token) = (registry.clone(), token.clone());
+            let (registry, token, acceptor) = (registry.clone(), token.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let (registry, token) = (registry.clone(), token.clone());
                     async move { Ok::<_, Infallible>(relay_request(&registry, &token, req).await) }
                 });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(RELAY_TIMEOUT, acceptor.accept(stream)).await;
+                        let Ok(Ok(stream)) = handshake else { return };
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
             });
         }
     });
@@ -347,15 +384,38 @@ pub struct RelayClient {
 }
 
 impl RelayClient {
-    /// A client of the relay at `base` (`http://host:port`).
-    pub fn new(base: &str, token: Secret) -> Result<Self, RelayError> {
-        let http = reqwest::Client::builder()
+    /// A client of the relay at `base`: `https://host:port`, verified against `ca_pem`
+    /// only (no public roots: the relay's certificate is the operator's), or plain
+    /// `http://host:port` without a CA.
+    pub fn new(base: &str, token: Secret, ca_pem: Option<&str>) -> Result<Self, RelayError> {
+        let error = |message: String| RelayError::Unavailable { url: base.to_owned(), message };
+        let https = base.starts_with("https://");
+        if !https && !base.starts_with("http://") {
+            return Err(error("the relay URL must start with https:// or http://".to_owned()));
+        }
+        let mut builder = reqwest::Client::builder()
             .timeout(RELAY_TIMEOUT)
             // The relay is named by the operator; a proxy never follows it elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .build()
-            .map_err(|e| RelayError::Unavailable { url: base.to_owned(), message: e.to_string() })?;
+            .tls_built_in_root_certs(false)
+            .https_only(https);
+        match (https, ca_pem) {
+            (true, Some(pem)) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|e| error(format!("relay CA PEM: {e}")))?;
+                if certs.is_empty() {
+                    return Err(error("relay CA PEM: no certificate".to_owned()));
+                }
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            (true, None) => return Err(error("an https relay needs the CA that signed its certificate".to_owned())),
+            (false, Some(_)) => return Err(error("a relay CA was given for a plain http:// relay".to_owned())),
+            (false, None) => {}
+        }
+        let http = builder.build().map_err(|e| error(e.to_string()))?;
         Ok(Self { base: base.trim_end_matches('/').to_owned(), token: Arc::new(token), http })
     }
 

@@ -58,6 +58,16 @@ impl TestCa {
         Arc::new(config)
     }
 
+    /// A server certificate for these names and its key, as PEM (what an operator
+    /// hands a server in files).
+    #[allow(dead_code, reason = "not every test file serves TLS from files")]
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("leaf");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A client that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

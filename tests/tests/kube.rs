@@ -16,7 +16,7 @@ use enclave_core::{
     Backend, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Plan, Policy, Secret, SecretStore, SessionEvent,
     SessionId, SessionResult, SessionRun, Stream, TimedEvent,
 };
-use enclave_egress::{Record, RelayRegistry};
+use enclave_egress::RelayRegistry;
 use enclave_kube::{KubeBackend, KubeConfig};
 use enclave_sim::{SimBackend, WallClock};
 use fake_kube::{FakeKube, PodScript};
@@ -54,7 +54,7 @@ async fn run_with(
     let proxy = relay.clone();
     fake.on_clone_done(move |session| {
         let session = SessionId::new(session).expect("session id");
-        assert!(proxy.record(&session, Record::CloneReachRevoked), "the relay offers {session}");
+        assert!(proxy.record(&session, enclave_core::BackendEvent::CloneReachRevoked), "the relay offers {session}");
     });
     let backend = Arc::new(KubeBackend::new(fake.client(), KubeConfig::default()).with_relay(relay));
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);

@@ -19,8 +19,10 @@ pub enum Stream {
 }
 
 /// A fact a backend reports while running. Backends never decide status or policy; the
-/// orchestrator turns these into audit records and session events.
-#[derive(Debug, Clone, PartialEq)]
+/// orchestrator turns these into audit records and session events. Serializable so a
+/// proxy running elsewhere can send its events through the relay (`enclave-egress`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum BackendEvent {
     /// The clone step started.
     CloneStarted,

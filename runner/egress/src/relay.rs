@@ -76,65 +76,11 @@ impl SecretStore for GrantSecrets {
     }
 }
 
-/// What a proxy records, on the wire: the [`BackendEvent`]s a proxy produces.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase", deny_unknown_fields)]
-pub enum Record {
-    /// An egress decision.
-    Egress {
-        /// Phase.
-        phase: EgressPhase,
-        /// Host as written.
-        host: String,
-        /// Port.
-        port: u16,
-        /// The decision.
-        decision: Decision,
-    },
-    /// A binding call.
-    BindingUsed {
-        /// Binding name.
-        binding: String,
-        /// Upstream host.
-        host: String,
-        /// Method.
-        method: String,
-        /// Path.
-        path: String,
-        /// Forwarded or refused.
-        allowed: bool,
-        /// Upstream status.
-        status: Option<u16>,
-        /// Refusal reason.
-        reason: Option<String>,
-    },
-    /// The proxy revoked the clone step's reach.
-    CloneReachRevoked,
-}
-
-impl Record {
-    /// The wire form of an event a proxy produces; `None` for any other event.
-    pub fn from_event(event: BackendEvent) -> Option<Self> {
-        match event {
-            BackendEvent::Egress { phase, host, port, decision } => Some(Self::Egress { phase, host, port, decision }),
-            BackendEvent::BindingUsed { binding, host, method, path, allowed, status, reason } => {
-                Some(Self::BindingUsed { binding, host, method, path, allowed, status, reason })
-            }
-            BackendEvent::CloneReachRevoked => Some(Self::CloneReachRevoked),
-            _ => None,
-        }
-    }
-
-    /// The event this record stands for.
-    pub fn into_event(self) -> BackendEvent {
-        match self {
-            Self::Egress { phase, host, port, decision } => BackendEvent::Egress { phase, host, port, decision },
-            Self::BindingUsed { binding, host, method, path, allowed, status, reason } => {
-                BackendEvent::BindingUsed { binding, host, method, path, allowed, status, reason }
-            }
-            Self::CloneReachRevoked => BackendEvent::CloneReachRevoked,
-        }
-    }
+/// Whether a proxy may send `event` through the relay: its decisions, binding uses and
+/// its revocation of the clone reach, nothing a backend alone may report (a workload's
+/// exit, output, a kill).
+pub fn is_proxy_record(event: &BackendEvent) -> bool {
+    matches!(event, BackendEvent::Egress { .. } | BackendEvent::BindingUsed { .. } | BackendEvent::CloneReachRevoked)
 }
 
 struct Entry {
@@ -204,22 +150,25 @@ impl RelayRegistry {
     /// (the orchestrator could not write its audit), and for a clone-phase allow once a
     /// proxy has revoked the clone's reach: the relay is the one place that knows, so a
     /// proxy replica that missed the clone step's signal still cannot let it through.
-    pub fn record(&self, session: &SessionId, record: Record) -> bool {
+    pub fn record(&self, session: &SessionId, record: BackendEvent) -> bool {
+        if !is_proxy_record(&record) {
+            return false;
+        }
         let Some(entry) = self.entry(session) else { return false };
         if entry.events.is_closed() {
             return false;
         }
-        if let Record::Egress { phase: EgressPhase::Clone, decision: Decision::Allow { .. }, .. } = &record
+        if let BackendEvent::Egress { phase: EgressPhase::Clone, decision: Decision::Allow { .. }, .. } = &record
             && *entry.clone_revoked.borrow()
         {
             return false;
         }
         match record {
-            Record::CloneReachRevoked => {
+            BackendEvent::CloneReachRevoked => {
                 entry.clone_revoked.send_replace(true);
                 true
             }
-            other => entry.events.unbounded_send(other.into_event()).is_ok(),
+            other => entry.events.unbounded_send(other).is_ok(),
         }
     }
 }
@@ -262,7 +211,8 @@ pub fn relay_server_tls(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::Ser
 /// TLS when `tls` is given:
 ///
 /// - `GET /v1/sessions/{id}/grant`: the session's [`Grant`] (404 if not offered);
-/// - `POST /v1/sessions/{id}/records`: one [`Record`], 204 once taken, 410 if the
+/// - `POST /v1/sessions/{id}/records`: one proxy [`BackendEvent`] ([`is_proxy_record`]),
+///   204 once taken, 410 if the
 ///   session is not offered or cannot record.
 pub fn serve_relay(
     listener: TcpListener,
@@ -349,7 +299,7 @@ async fn relay_request(registry: &RelayRegistry, token: &Secret, req: Request<In
             let Ok(body) = Limited::new(req.into_body(), MAX_BODY).collect().await else {
                 return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"unreadable body\n"), false);
             };
-            let Ok(record) = serde_json::from_slice::<Record>(&body.to_bytes()) else {
+            let Ok(record) = serde_json::from_slice::<BackendEvent>(&body.to_bytes()) else {
                 return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"not a record\n"), false);
             };
             if registry.record(&session, record) {
@@ -448,8 +398,10 @@ impl RelayClient {
 
     /// Records `event` for `session`; `false` unless the relay took it.
     pub async fn record(&self, session: &SessionId, event: BackendEvent) -> bool {
-        let Some(record) = Record::from_event(event) else { return false };
-        let sent = self.http.post(self.url(session, "records")).bearer_auth(self.token.expose()).json(&record).send();
+        if !is_proxy_record(&event) {
+            return false;
+        }
+        let sent = self.http.post(self.url(session, "records")).bearer_auth(self.token.expose()).json(&event).send();
         match sent.await {
             Ok(response) => response.status() == StatusCode::NO_CONTENT,
             Err(e) => {
@@ -488,8 +440,8 @@ mod tests {
         enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan")
     }
 
-    fn clone_allow() -> Record {
-        Record::Egress {
+    fn clone_allow() -> BackendEvent {
+        BackendEvent::Egress {
             phase: EgressPhase::Clone,
             host: "git.test".into(),
             port: 443,
@@ -505,12 +457,12 @@ mod tests {
         registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, events);
         assert!(registry.record(&session, clone_allow()));
         assert!(!registry.grant(&session).expect("offered").clone_revoked);
-        assert!(registry.record(&session, Record::CloneReachRevoked));
+        assert!(registry.record(&session, BackendEvent::CloneReachRevoked));
         assert!(*registry.clone_revoked(&session).expect("offered").borrow());
         assert!(registry.grant(&session).expect("offered").clone_revoked);
         // Another replica, still in its clone phase: refused, so it denies.
         assert!(!registry.record(&session, clone_allow()));
-        let deny = Record::Egress {
+        let deny = BackendEvent::Egress {
             phase: EgressPhase::Clone,
             host: "git.test".into(),
             port: 443,
@@ -525,7 +477,7 @@ mod tests {
         }
         assert_eq!(got.len(), 2, "{got:?}");
         registry.remove(&session);
-        assert!(!registry.record(&session, Record::CloneReachRevoked));
+        assert!(!registry.record(&session, BackendEvent::CloneReachRevoked));
         assert!(registry.grant(&session).is_none());
     }
 
@@ -563,11 +515,23 @@ mod tests {
             BackendEvent::CloneReachRevoked,
         ];
         for event in events {
-            let record = Record::from_event(event.clone()).expect("wire form");
-            let text = serde_json::to_string(&record).expect("json");
-            let back: Record = serde_json::from_str(&text).expect("parse");
-            assert_eq!(back.into_event(), event);
+            assert!(is_proxy_record(&event), "{event:?}");
+            let text = serde_json::to_string(&event).expect("json");
+            let back: BackendEvent = serde_json::from_str(&text).expect("parse");
+            assert_eq!(back, event);
         }
-        assert_eq!(Record::from_event(BackendEvent::WorkloadStarted), None);
+        // What only a backend may report is refused from a proxy.
+        let registry = RelayRegistry::new();
+        let session = SessionId::new("ses-relay-kinds").expect("id");
+        let (events, _rx) = futures_channel();
+        registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, events);
+        for event in [
+            BackendEvent::WorkloadStarted,
+            BackendEvent::DiskFull,
+            BackendEvent::Output { stream: enclave_core::Stream::Stdout, data: b"x".to_vec() },
+        ] {
+            assert!(!is_proxy_record(&event));
+            assert!(!registry.record(&session, event));
+        }
     }
 }

@@ -53,8 +53,12 @@ async fn run_with(
     let relay = RelayRegistry::new();
     let proxy = relay.clone();
     fake.on_clone_done(move |session| {
-        let session = SessionId::new(session).expect("session id");
-        assert!(proxy.record(&session, enclave_core::BackendEvent::CloneReachRevoked), "the relay offers {session}");
+        let (proxy, session) = (proxy.clone(), SessionId::new(session).expect("session id"));
+        async move {
+            let taken = proxy.record(&session, enclave_core::BackendEvent::CloneReachRevoked).await;
+            assert!(taken, "the relay offers {session}");
+        }
+        .boxed()
     });
     let backend = Arc::new(KubeBackend::new(fake.client(), KubeConfig::default()).with_relay(relay));
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);

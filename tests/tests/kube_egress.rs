@@ -40,6 +40,8 @@ const OTHER_POD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 /// A second replica of the proxy Deployment, behind the same Service.
 const REPLICA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+/// A proxy replica that cannot reach its relay.
+const ORPHAN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const TOKEN: &str = "relay-token-for-tests-0123456789abcdef";
@@ -66,14 +68,25 @@ struct Cluster {
     git: GitServer,
 }
 
-async fn cluster(script: PodScript) -> Cluster {
+/// When the API reports the session pod's address.
+#[derive(PartialEq)]
+enum Address {
+    /// With the pod's creation.
+    AtOnce,
+    /// Only when the test calls `assign_pod_ip`.
+    Late,
+}
+
+async fn cluster(script: PodScript, address: Address) -> Cluster {
     let ca = TestCa::new();
     let a = Canary::http(A).await;
     let b = Canary::http(B).await;
     let api = Canary::https(A, ca.server_config(&["api.binding.test"])).await;
     let git = GitServer::start(ca.server_config(&["git.test"]), "x-access-token", GIT_PASSWORD, "kube clone\n").await;
     let fake = FakeKube::new(script, None, b"done\n".to_vec());
-    fake.set_pod_ip(&POD.to_string());
+    if address == Address::AtOnce {
+        fake.set_pod_ip(&POD.to_string());
+    }
     fake.hold_clone();
     let registry = RelayRegistry::new();
     let relay_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
@@ -198,15 +211,22 @@ fn start(
     })
 }
 
-/// A plain HTTP proxy request from `source`; the raw response ("" if closed unanswered).
+/// A plain HTTP proxy request from `source`; the raw response ("" if the proxy closed
+/// the connection unanswered). Panics if the proxy neither answers nor closes.
 async fn from(source: Ipv4Addr, proxy: SocketAddr, request: &str) -> String {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
     let mut stream = socket.connect(proxy).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
+    let read = tokio::time::timeout(HANG_GUARD, stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the proxy neither answered nor closed");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits (bounded) for a proxy's pod watch to report `session`.
+async fn known(proxy: &ClusterProxy, session: &SessionId) {
+    tokio::time::timeout(HANG_GUARD, proxy.knows(session)).await.expect("the pod watch reports the session");
 }
 
 fn get(url: &str, host: &str) -> String {
@@ -219,7 +239,10 @@ fn audit_text(records: &[AuditRecord]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
-    let c = cluster(PodScript::RunsUntilReleased(0)).await;
+    let c = cluster(PodScript::RunsUntilReleased(0), Address::AtOnce).await;
+    // The API reports the workload's start only when the test says: its first egress
+    // must still come after `workload_started` in the audit.
+    c.fake.hold_workload_status();
     let session = SessionId::new("ses-kube-egress").unwrap();
     let run = start(c.backend(), c.plan(), session.clone());
     let proxy = c.proxy.address;
@@ -230,13 +253,13 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
 
     // Clone phase: the pod reaches the repository host, and only that.
     c.fake.clone_running().await;
-    c.proxy.knows(&session).await;
+    known(&c.proxy, &session).await;
     let listed = c.git(&["ls-remote", &repo], Some(&auth)).await;
     assert!(listed.status.success(), "clone phase ls-remote: {}", String::from_utf8_lossy(&listed.stderr));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("refs/heads/main"));
     assert_eq!(status(&from(POD, proxy, &get(&canary, "canary.test")).await), 403, "workload rule in clone phase");
     // The other replica serves the clone too (the Service spreads connections).
-    c.replica.knows(&session).await;
+    known(&c.replica, &session).await;
     let listed = c.git_via(c.replica.address, &["ls-remote", &repo], Some(&auth)).await;
     assert!(listed.status.success(), "replica ls-remote: {}", String::from_utf8_lossy(&listed.stderr));
     // Another address is no session's: closed without a byte, nothing dialled.
@@ -257,8 +280,17 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
 
     // Workload phase.
     c.fake.finish_clone(0);
+    let url = canary.clone();
+    let mut first = tokio::spawn(async move { from(POD, proxy, &get(&url, "canary.test")).await });
+    // Its record waits in the relay until the backend has reported the workload (the
+    // relay holds it up to 5 s; a short look cannot see it answered before then).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut first).await.is_err(),
+        "answered before the API reported the workload"
+    );
+    c.fake.report_workload();
     c.fake.running().await;
-    let allowed = from(POD, proxy, &get(&canary, "canary.test")).await;
+    let allowed = first.await.unwrap();
     assert_eq!(status(&allowed), 200, "{allowed}");
     let denied = from(POD, proxy, &get(&format!("http://evil.test:{}/", c.b.port()), "evil.test")).await;
     assert_eq!(status(&denied), 403, "{denied}");
@@ -280,6 +312,17 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
     };
     assert!(position("\"clone_finished\"") < position("\"clone_reach_revoked\""));
     assert!(position("\"clone_reach_revoked\"") < position("\"workload_started\""));
+    // The API's lag does not reorder the chain: each phase's egress after its start.
+    let egress = |phase: &str, host: &str| {
+        audit
+            .iter()
+            .position(|r| {
+                r.contains("\"egress_decision\"") && r.contains(&format!("\"phase\":\"{phase}\"")) && r.contains(host)
+            })
+            .unwrap_or_else(|| panic!("egress to {host} in audit:\n{audit:#?}"))
+    };
+    assert!(position("\"clone_started\"") < egress("clone", "git.test"));
+    assert!(position("\"workload_started\"") < egress("run", "canary.test"));
     for needle in ["\"git.test\"", "\"canary.test\"", "\"evil.test\"", "\"binding_used\""] {
         position(needle);
     }
@@ -297,7 +340,7 @@ async fn cluster_proxy_serves_a_session_pod_by_its_address_through_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_the_proxy() {
-    let c = cluster(PodScript::RunsUntilKilled).await;
+    let c = cluster(PodScript::RunsUntilKilled, Address::Late).await;
     // The proxies' pod watches drop (an API server restart); they must come back.
     tokio::time::timeout(HANG_GUARD, async {
         while c.fake.open_watches() < 2 {
@@ -310,9 +353,16 @@ async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_
     let session = SessionId::new("ses-kube-norecord").unwrap();
     let run = start(c.backend(), c.plan(), session.clone());
     c.fake.clone_running().await;
-    c.proxy.knows(&session).await;
+    // The clone's first connection comes before the API reports the pod's address: it
+    // waits for it and is served (here: denied as a clone-phase request to a workload
+    // host, which proves the session was found and its decision recorded).
     let canary = format!("http://canary.test:{}/", c.a.port());
-    assert_eq!(status(&from(POD, c.proxy.address, &get(&canary, "canary.test")).await), 403);
+    let (url, proxy) = (canary.clone(), c.proxy.address);
+    let early = tokio::spawn(async move { from(POD, proxy, &get(&url, "canary.test")).await });
+    c.fake.assign_pod_ip(&POD.to_string());
+    let early = early.await.unwrap();
+    assert_eq!(status(&early), 403, "{early}");
+    known(&c.proxy, &session).await;
     // The relay stops offering the session (its server lost it): nothing is recorded,
     // so nothing passes, and the clone step's signal fails: git exits non-zero and the
     // pod would fail before its workload starts.
@@ -340,4 +390,29 @@ async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_
     let plain = RelayClient::new(&format!("http://{}", c.relay.address), Secret::new(TOKEN), None).unwrap();
     assert!(plain.grant(&session).await.is_err());
     assert!(RelayClient::new(&relay_url, Secret::new(TOKEN), None).is_err(), "https without a CA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_whose_relay_cannot_be_reached_lets_nothing_through() {
+    let c = cluster(PodScript::RunsUntilKilled, Address::AtOnce).await;
+    // A proxy replica configured with a relay nothing listens on (port 1 on loopback).
+    let dead = RelayClient::new("http://127.0.0.1:1", Secret::new(TOKEN), None).unwrap();
+    let settings = ProxySettings {
+        resolver: Arc::new(StaticResolver::new(HashMap::from([("canary.test".to_owned(), vec![IpAddr::V4(A)])]))),
+        upstream_tls: enclave_egress::upstream_tls(&[]).unwrap(),
+        proxy_addresses: vec![IpAddr::V4(ORPHAN)],
+        trusted_clone_networks: Vec::new(),
+    };
+    let listener = TcpListener::bind((ORPHAN, 0)).await.unwrap();
+    let orphan = ClusterProxy::start(c.fake.client(), "enclave-sessions", listener, dead, settings).unwrap();
+    let session = SessionId::new("ses-kube-norelay").unwrap();
+    let run = start(c.backend(), c.plan(), session.clone());
+    c.fake.clone_running().await;
+    known(&orphan, &session).await;
+    let canary = format!("http://canary.test:{}/", c.a.port());
+    assert_eq!(from(POD, orphan.address, &get(&canary, "canary.test")).await, "", "no grant, no service");
+    assert_eq!(c.a.connections(), 0);
+    c.fake.finish_clone(128);
+    let (result, _) = run.await.unwrap();
+    assert_eq!(result.exit_code, Some(128), "{result:?}");
 }

@@ -112,6 +112,12 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     if let Some(ms) = args.max_deadline_ms {
         config.policy.max_deadline_ms = Some(ms);
     }
+    if config.backend != "kube" && args.relay_listen.is_some() {
+        bail!("--relay-listen is for the kube backend (its egress proxy Deployment); {} has no relay", config.backend);
+    }
+    if args.relay_listen.is_none() && (args.relay_tls_cert.is_some() || args.relay_token_file.is_some()) {
+        bail!("--relay-tls-cert, --relay-tls-key and --relay-token-file need --relay-listen");
+    }
     let relay = enclave_egress::RelayRegistry::new();
     // Kept until the server stops: dropping it stops the relay.
     let mut relay_task = None;

@@ -262,6 +262,9 @@ impl<'a> Driver<'a> {
                 }
             }
         };
+        // The run is over: nothing more is taken (a proxy's later record fails, so it
+        // denies), and what was sent before is drained.
+        receiver.close();
         while let Ok(event) = receiver.try_recv() {
             self.handle(event);
         }

@@ -36,6 +36,9 @@ use crate::record::Recorder;
 const MAX_BODY: usize = 4 << 20;
 /// How long a proxy waits for the relay to answer (then it denies).
 const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a record waits for the backend to report its phase's start (less than
+/// [`RELAY_TIMEOUT`], so the proxy still gets its answer).
+pub const MILESTONE_WAIT: Duration = Duration::from_secs(5);
 
 /// What a proxy needs to enforce one session: its plan (rules, bindings, clone host) and
 /// the values of the secrets its bindings name. Secret values travel only to the proxy.
@@ -89,6 +92,24 @@ struct Entry {
     events: BackendEvents,
     /// Set once the proxy reports that it revoked the clone reach.
     clone_revoked: watch::Sender<bool>,
+    /// The milestones the backend has reported so far.
+    reached: watch::Sender<Reached>,
+}
+
+/// A point in a session's run that the backend reports from the platform's view, after
+/// which a proxy's records of the matching phase take their place in the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// The backend reported the clone step started.
+    CloneStarted,
+    /// The backend reported the workload started.
+    WorkloadStarted,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Reached {
+    clone_started: bool,
+    workload_started: bool,
 }
 
 /// The sessions a remote proxy may serve, kept by the orchestrating side.
@@ -114,7 +135,13 @@ impl RelayRegistry {
             .iter()
             .filter_map(|b| secrets.resolve(&b.secret).map(|value| (b.secret.clone(), value)))
             .collect();
-        let entry = Entry { plan: plan.clone(), secrets, events, clone_revoked: watch::Sender::new(false) };
+        let entry = Entry {
+            plan: plan.clone(),
+            secrets,
+            events,
+            clone_revoked: watch::Sender::new(false),
+            reached: watch::Sender::new(Reached::default()),
+        };
         self.sessions.write().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), Arc::new(entry));
     }
 
@@ -146,15 +173,46 @@ impl RelayRegistry {
         })
     }
 
+    /// Notes that the backend reported `milestone` for `session` (after sending its
+    /// event).
+    pub fn reached(&self, session: &SessionId, milestone: Milestone) {
+        if let Some(entry) = self.entry(session) {
+            entry.reached.send_modify(|r| match milestone {
+                Milestone::CloneStarted => r.clone_started = true,
+                Milestone::WorkloadStarted => r.workload_started = true,
+            });
+        }
+    }
+
     /// Takes a record; `false` when the session is not offered or its events are closed
     /// (the orchestrator could not write its audit), and for a clone-phase allow once a
     /// proxy has revoked the clone's reach: the relay is the one place that knows, so a
     /// proxy replica that missed the clone step's signal still cannot let it through.
-    pub fn record(&self, session: &SessionId, record: BackendEvent) -> bool {
+    ///
+    /// A platform reports a container's start a little after it happens, and a pod's
+    /// first connections can come before that. So the audit reads in the order things
+    /// happened (clone started, its egress, ..., workload started, its egress), a record
+    /// of a phase waits until the backend has reported that phase's start, up to
+    /// [`MILESTONE_WAIT`]; after that it is taken anyway: a record is never dropped for
+    /// its place in the order.
+    pub async fn record(&self, session: &SessionId, record: BackendEvent) -> bool {
         if !is_proxy_record(&record) {
             return false;
         }
         let Some(entry) = self.entry(session) else { return false };
+        let phase = match &record {
+            BackendEvent::Egress { phase, .. } => Some(*phase),
+            BackendEvent::BindingUsed { .. } => Some(EgressPhase::Run),
+            _ => None,
+        };
+        if let Some(phase) = phase {
+            let mut reached = entry.reached.subscribe();
+            let wait = reached.wait_for(|r| match phase {
+                EgressPhase::Clone => r.clone_started || r.workload_started,
+                EgressPhase::Run => r.workload_started,
+            });
+            let _ = tokio::time::timeout(MILESTONE_WAIT, wait).await;
+        }
         if entry.events.is_closed() {
             return false;
         }
@@ -225,7 +283,15 @@ pub fn serve_relay(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let accept = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, most likely: let some close before trying again.
+                    tracing::warn!(error = %e, "relay accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let (registry, token, acceptor) = (registry.clone(), token.clone(), acceptor.clone());
             tokio::spawn(async move {
@@ -233,7 +299,9 @@ pub fn serve_relay(
                     let (registry, token) = (registry.clone(), token.clone());
                     async move { Ok::<_, Infallible>(relay_request(&registry, &token, req).await) }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
+                let mut http = hyper::server::conn::http1::Builder::new();
+                // A client that trickles its request head holds nothing open for long.
+                http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(RELAY_TIMEOUT);
                 match acceptor {
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(RELAY_TIMEOUT, acceptor.accept(stream)).await;
@@ -269,11 +337,8 @@ fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(!x);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.ct_eq(b))
 }
 
 async fn relay_request(registry: &RelayRegistry, token: &Secret, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -302,7 +367,7 @@ async fn relay_request(registry: &RelayRegistry, token: &Secret, req: Request<In
             let Ok(record) = serde_json::from_slice::<BackendEvent>(&body.to_bytes()) else {
                 return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"not a record\n"), false);
             };
-            if registry.record(&session, record) {
+            if registry.record(&session, record).await {
                 reply(StatusCode::NO_CONTENT, Bytes::new(), false)
             } else {
                 reply(StatusCode::GONE, Bytes::from_static(b"the session does not record\n"), false)
@@ -449,26 +514,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn after_the_clone_reach_is_revoked_no_clone_phase_allow_is_recorded() {
+    #[tokio::test]
+    async fn after_the_clone_reach_is_revoked_no_clone_phase_allow_is_recorded() {
         let registry = RelayRegistry::new();
         let session = SessionId::new("ses-relay").expect("id");
         let (events, mut rx) = futures_channel();
         registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, events);
-        assert!(registry.record(&session, clone_allow()));
+        registry.reached(&session, Milestone::CloneStarted);
+        assert!(registry.record(&session, clone_allow()).await);
         assert!(!registry.grant(&session).expect("offered").clone_revoked);
-        assert!(registry.record(&session, BackendEvent::CloneReachRevoked));
+        assert!(registry.record(&session, BackendEvent::CloneReachRevoked).await);
         assert!(*registry.clone_revoked(&session).expect("offered").borrow());
         assert!(registry.grant(&session).expect("offered").clone_revoked);
         // Another replica, still in its clone phase: refused, so it denies.
-        assert!(!registry.record(&session, clone_allow()));
+        assert!(!registry.record(&session, clone_allow()).await);
         let deny = BackendEvent::Egress {
             phase: EgressPhase::Clone,
             host: "git.test".into(),
             port: 443,
             decision: Decision::Deny { reason: enclave_core::DenyReason::CloneOnlyRepoHost },
         };
-        assert!(registry.record(&session, deny));
+        assert!(registry.record(&session, deny).await);
         // The revocation itself is the backend's to report, in its place: only the
         // first allow and the deny reached the session's events.
         let mut got = Vec::new();
@@ -477,7 +543,7 @@ mod tests {
         }
         assert_eq!(got.len(), 2, "{got:?}");
         registry.remove(&session);
-        assert!(!registry.record(&session, BackendEvent::CloneReachRevoked));
+        assert!(!registry.record(&session, BackendEvent::CloneReachRevoked).await);
         assert!(registry.grant(&session).is_none());
     }
 
@@ -492,6 +558,32 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[tokio::test]
+    async fn a_phase_record_waits_for_the_backend_to_report_the_phase_start() {
+        let registry = RelayRegistry::new();
+        let session = SessionId::new("ses-relay-order").expect("id");
+        let (events, mut rx) = futures_channel();
+        registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, events);
+        let run_allow = BackendEvent::Egress {
+            phase: EgressPhase::Run,
+            host: "a.test".into(),
+            port: 443,
+            decision: Decision::Allow { rule: "host:a.test".into() },
+        };
+        let pending = {
+            let (registry, session) = (registry.clone(), session.clone());
+            tokio::spawn(async move { registry.record(&session, run_allow).await })
+        };
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rx.try_recv().is_err(), "a run-phase record was taken before the workload was reported");
+        // The backend reports the workload (its event went first), then the record goes.
+        registry.reached(&session, Milestone::WorkloadStarted);
+        assert!(pending.await.expect("task"));
+        assert!(matches!(rx.try_recv(), Ok(BackendEvent::Egress { phase: EgressPhase::Run, .. })));
     }
 
     #[test]
@@ -531,7 +623,7 @@ mod tests {
             BackendEvent::Output { stream: enclave_core::Stream::Stdout, data: b"x".to_vec() },
         ] {
             assert!(!is_proxy_record(&event));
-            assert!(!registry.record(&session, event));
+            assert!(!futures::executor::block_on(registry.record(&session, event)));
         }
     }
 }

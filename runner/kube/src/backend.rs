@@ -33,7 +33,7 @@ use crate::network_policy::needs_proxy;
 use crate::observe::{CloneState, job_deadline_exceeded, observe_pod, step_reports};
 use crate::retry::with_retries;
 use crate::session_watch::{Progress, Step, fold, gone, stream_log};
-use enclave_egress::RelayRegistry;
+use enclave_egress::{Milestone, RelayRegistry};
 
 /// How long the log stream may trail the pod's end before the run is reported.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
@@ -251,6 +251,7 @@ impl KubeBackend {
             Some(CloneState::Started) | Some(CloneState::Finished { .. }) if !progress.clone_started => {
                 progress.clone_started = true;
                 let _ = run.events.unbounded_send(BackendEvent::CloneStarted);
+                self.reached(session, Milestone::CloneStarted);
             }
             _ => {}
         }
@@ -259,6 +260,8 @@ impl KubeBackend {
         {
             progress.clone_finished = true;
             let _ = run.events.unbounded_send(BackendEvent::CloneFinished { ok: *ok, detail: detail.clone() });
+            // The token goes first: it is not needed any more, whatever comes next.
+            self.remove_clone_credential(run).await;
             if let Err(lost) = self.clone_reach_revoked(session, *ok).await {
                 return Some(lost);
             }
@@ -271,6 +274,7 @@ impl KubeBackend {
         if facts.workload_started && !progress.workload_started {
             progress.workload_started = true;
             let _ = run.events.unbounded_send(BackendEvent::WorkloadStarted);
+            self.reached(session, Milestone::WorkloadStarted);
             progress.log_task = Some(tokio::spawn(stream_log(self.api(), pod.name_any(), run.events.clone())));
         }
         facts.ended
@@ -278,6 +282,13 @@ impl KubeBackend {
 }
 
 impl KubeBackend {
+    /// Tells the relay the backend has reported `milestone` (see [`RelayRegistry::record`]).
+    fn reached(&self, session: &SessionId, milestone: Milestone) {
+        if let Some(relay) = &self.relay {
+            relay.reached(session, milestone);
+        }
+    }
+
     /// Reports the revocation of the clone's reach, in its place after the clone's end.
     /// A failed clone ended its pod, and nothing holds a reach any more. A clone that
     /// succeeded asked the proxy to revoke before it exited; the backend reports the
@@ -299,6 +310,11 @@ impl KubeBackend {
             Ok(())
         } else {
             tracing::error!(session = %session, "the egress proxy never confirmed revoking the clone's reach");
+            // Withdrawn at once: every record the proxy sends from now on is refused, so
+            // it lets nothing through while the session is torn down.
+            if let Some(relay) = &self.relay {
+                relay.remove(session);
+            }
             Err(Observation::from_exit(ExitObservation::Lost {
                 detail: "the egress proxy did not confirm that the clone's reach was revoked".to_owned(),
             }))
@@ -404,10 +420,6 @@ impl Backend for KubeBackend {
                     match fold(event, &mut progress.pod_seen, &mut progress.pod_relisted) {
                         Step::Object(pod) => {
                             let ended = self.on_pod(&handle.session, &run, &pod, &mut progress).await;
-                            if progress.clone_finished && !progress.credential_removed {
-                                progress.credential_removed = true;
-                                self.remove_clone_credential(&run).await;
-                            }
                             if let Some(ended) = ended {
                                 break ended;
                             }
@@ -455,6 +467,11 @@ impl Backend for KubeBackend {
             let _ = run
                 .events
                 .unbounded_send(BackendEvent::CloneFinished { ok: false, detail: "clone did not run".into() });
+        }
+        // The run is over: the proxy gets nothing more for it, even while teardown waits
+        // for the pod to go (its address may soon be another pod's).
+        if let Some(relay) = &self.relay {
+            relay.remove(&handle.session);
         }
         if let Some(task) = progress.log_task.take()
             && tokio::time::timeout(LOG_DRAIN, task).await.is_err()

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use enclave_core::{BackendEvent, EgressPhase, SessionId};
@@ -46,6 +47,13 @@ pub struct ProxySettings {
 
 type Slot = Arc<OnceCell<Arc<SessionProxy>>>;
 
+/// How long a connection from an address the API has not reported yet waits for it.
+const ADDRESS_WAIT: Duration = Duration::from_secs(5);
+/// How often, and how far apart, the proxy tries to record a revocation it made on the
+/// API's word.
+const REVOCATION_ATTEMPTS: u32 = 5;
+const REVOCATION_RETRY: Duration = Duration::from_millis(500);
+
 /// The sessions this proxy knows, by the pods the API reports.
 struct ClusterDirectory {
     pods: watch::Receiver<SessionPods>,
@@ -61,75 +69,89 @@ impl ClusterDirectory {
     }
 
     /// The session's proxy, built from its grant the first time it is needed. `None` if
-    /// the relay does not offer the session (or cannot be reached: nothing is cached
-    /// then, so the next connection asks again).
+    /// the relay does not offer the session or cannot be reached; the slot then stays
+    /// empty and the next connection asks again ([`ClusterDirectory::sync`] drops slots
+    /// of sessions whose pods are gone).
     async fn proxy_of(&self, session: &SessionId, cloning: bool) -> Option<Arc<SessionProxy>> {
         let slot = self.slot(session);
-        let built = slot
-            .get_or_try_init(|| async {
-                let mut grant = match self.relay.grant(session).await {
-                    Ok(Some(grant)) => grant,
-                    Ok(None) => {
-                        tracing::warn!(session = %session, "a session pod the relay does not offer; refusing it");
-                        return Err(());
-                    }
-                    Err(e) => {
-                        tracing::warn!(session = %session, error = %e, "no grant; refusing the connection");
-                        return Err(());
-                    }
-                };
-                let secrets = Arc::new(GrantSecrets::take(&mut grant));
-                let phase = if cloning && !grant.clone_revoked && grant.plan.clone_phase().is_some() {
-                    EgressPhase::Clone
-                } else {
-                    EgressPhase::Run
-                };
-                Ok(SessionProxy::new(SessionProxyConfig {
-                    plan: Arc::new(grant.plan),
-                    secrets,
-                    resolver: self.settings.resolver.clone(),
-                    recorder: self.relay.recorder(session),
-                    proxy_addresses: self.settings.proxy_addresses.clone(),
-                    trusted_clone_networks: self.settings.trusted_clone_networks.clone(),
-                    upstream_tls: self.settings.upstream_tls.clone(),
-                    phase,
-                }))
-            })
-            .await
-            .ok()
-            .cloned();
-        if built.is_none() {
-            // Forget the empty slot (unless someone filled it meanwhile).
-            let mut proxies = self.proxies.lock().unwrap_or_else(PoisonError::into_inner);
-            if proxies.get(session).is_some_and(|s| s.get().is_none()) {
-                proxies.remove(session);
-            }
+        slot.get_or_try_init(|| async {
+            let mut grant = match self.relay.grant(session).await {
+                Ok(Some(grant)) => grant,
+                Ok(None) => {
+                    tracing::warn!(session = %session, "a session pod the relay does not offer; refusing it");
+                    return Err(());
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session, error = %e, "no grant; refusing the connection");
+                    return Err(());
+                }
+            };
+            let secrets = Arc::new(GrantSecrets::take(&mut grant));
+            let phase = if cloning && !grant.clone_revoked && grant.plan.clone_phase().is_some() {
+                EgressPhase::Clone
+            } else {
+                EgressPhase::Run
+            };
+            Ok(SessionProxy::new(SessionProxyConfig {
+                plan: Arc::new(grant.plan),
+                secrets,
+                resolver: self.settings.resolver.clone(),
+                recorder: self.relay.recorder(session),
+                proxy_addresses: self.settings.proxy_addresses.clone(),
+                trusted_clone_networks: self.settings.trusted_clone_networks.clone(),
+                upstream_tls: self.settings.upstream_tls.clone(),
+                phase,
+            }))
+        })
+        .await
+        .ok()
+        .cloned()
+    }
+
+    /// Revokes `proxy`'s clone reach; if it had it, records that through the relay in
+    /// the background (retried: the backend waits for it), never holding up the caller.
+    fn revoke(&self, session: &SessionId, proxy: &SessionProxy) {
+        if !proxy.revoke_clone_reach() {
+            return;
         }
-        built
+        let (relay, session) = (self.relay.clone(), session.clone());
+        tokio::spawn(async move {
+            for attempt in 0..REVOCATION_ATTEMPTS {
+                if relay.record(&session, BackendEvent::CloneReachRevoked).await {
+                    return;
+                }
+                tokio::time::sleep(REVOCATION_RETRY * (attempt + 1)).await;
+            }
+            tracing::warn!(session = %session, "the clone's revocation could not be recorded; the server ends the session");
+        });
     }
 
     /// Brings every known session in line with the API: a session without a live pod
     /// is closed and forgotten; one the API shows past its clone loses the clone reach
-    /// (if the clone step's own signal has not already taken it), and that is recorded.
-    async fn sync(&self) {
+    /// (if the clone step's own signal has not already taken it). Never waits on the
+    /// relay: the pod watch runs it after every change.
+    fn sync(&self) {
         let pods = self.pods.borrow().clone();
+        let mut gone = Vec::new();
         let known: Vec<(SessionId, Slot)> = {
-            let proxies = self.proxies.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut proxies = self.proxies.lock().unwrap_or_else(PoisonError::into_inner);
+            proxies.retain(|session, slot| {
+                let live = pods.session(session).is_some();
+                if !live {
+                    gone.extend(slot.get().cloned());
+                }
+                live
+            });
             proxies.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
+        for proxy in gone {
+            proxy.close();
+        }
         for (session, slot) in known {
-            let Some(proxy) = slot.get() else { continue };
-            match pods.session(&session) {
-                None => {
-                    proxy.close();
-                    self.proxies.lock().unwrap_or_else(PoisonError::into_inner).remove(&session);
-                }
-                Some(state) if !state.cloning => {
-                    if proxy.revoke_clone_reach() {
-                        let _ = self.relay.record(&session, BackendEvent::CloneReachRevoked).await;
-                    }
-                }
-                Some(_) => {}
+            if let (Some(proxy), Some(state)) = (slot.get(), pods.session(&session))
+                && !state.cloning
+            {
+                self.revoke(&session, proxy);
             }
         }
     }
@@ -138,11 +160,18 @@ impl ClusterDirectory {
 #[async_trait]
 impl Directory for ClusterDirectory {
     async fn session_for(&self, peer: IpAddr) -> Option<Arc<SessionProxy>> {
-        let found = self.pods.borrow().session_for(peer).cloned()?;
+        // A pod's first connection can beat the API's report of its address to this
+        // watch (the clone starts as soon as the pod's network is up): wait a little
+        // for it rather than fail the clone.
+        let mut pods = self.pods.clone();
+        let found = match tokio::time::timeout(ADDRESS_WAIT, pods.wait_for(|p| p.session_for(peer).is_some())).await {
+            Ok(Ok(pods)) => pods.session_for(peer).cloned(),
+            _ => None,
+        }?;
         let proxy = self.proxy_of(&found.session, found.cloning).await?;
         // A pod that was already past its clone when the proxy first saw it.
-        if !found.cloning && proxy.revoke_clone_reach() {
-            let _ = self.relay.record(&found.session, BackendEvent::CloneReachRevoked).await;
+        if !found.cloning {
+            self.revoke(&found.session, &proxy);
         }
         proxy.phase().map(|_| proxy)
     }
@@ -195,7 +224,7 @@ impl ClusterProxy {
                         let state = reader.state();
                         let index = SessionPods::from_pods(state.iter().map(AsRef::as_ref), &namespace);
                         pods_tx.send_replace(index);
-                        directory.sync().await;
+                        directory.sync();
                     }
                     Err(e) => tracing::warn!(error = %e, "session pod watch interrupted; retrying"),
                 }

@@ -14,7 +14,6 @@ use crate::pod::WORKLOAD_CONTAINER;
 pub(crate) struct Progress {
     pub(crate) clone_started: bool,
     pub(crate) clone_finished: bool,
-    pub(crate) credential_removed: bool,
     pub(crate) workload_started: bool,
     pub(crate) deadline_reported: bool,
     pub(crate) kill_seen: bool,

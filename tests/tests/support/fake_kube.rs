@@ -89,9 +89,12 @@ struct State {
     hold_clone: bool,
     /// The held clone's exit code.
     held_clone_exit: Option<i32>,
+    /// Whether the workload's start is reported only on `report_workload` (an API that
+    /// lags behind the container).
+    hold_workload_status: bool,
 }
 
-type CloneDone = Arc<dyn Fn(&str) + Send + Sync>;
+type CloneDone = Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// The fake API server. Cheap to clone; all clones share one cluster.
 #[derive(Clone, Default)]
@@ -101,6 +104,7 @@ pub(crate) struct FakeKube {
     running: Arc<Notify>,
     clone_running: Arc<Notify>,
     clone_release: Arc<Notify>,
+    workload_status: Arc<Notify>,
 }
 
 fn selector_pairs(selector: &str) -> Vec<(String, String)> {
@@ -186,7 +190,10 @@ impl FakeKube {
     }
 
     /// Runs `hook` with the session id when a clone succeeds, before its container exits.
-    pub(crate) fn on_clone_done(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+    pub(crate) fn on_clone_done(
+        &self,
+        hook: impl Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) {
         self.lock().clone_done = Some(Arc::new(hook));
     }
 
@@ -204,6 +211,29 @@ impl FakeKube {
     pub(crate) fn finish_clone(&self, code: i32) {
         self.lock().held_clone_exit = Some(code);
         self.clone_release.notify_one();
+    }
+
+    /// Reports the workload's start only when `report_workload` is called.
+    pub(crate) fn hold_workload_status(&self) {
+        self.lock().hold_workload_status = true;
+    }
+
+    /// Lets the API report a held workload start.
+    pub(crate) fn report_workload(&self) {
+        self.workload_status.notify_one();
+    }
+
+    /// Gives every session pod this address now (a pod whose address the API reports
+    /// late).
+    pub(crate) fn assign_pod_ip(&self, ip: &str) {
+        let mut state = self.lock();
+        state.pod_ip = Some(ip.to_owned());
+        let pods: Vec<Value> = state.objects.iter().filter(|((k, _), _)| k == "pods").map(|(_, o)| o.clone()).collect();
+        for mut pod in pods {
+            pod["status"]["podIP"] = json!(ip);
+            pod["status"]["podIPs"] = json!([{"ip": ip}]);
+            state.put("pods", pod, "MODIFIED");
+        }
     }
 
     /// Lets a `RunsUntilReleased` workload exit.
@@ -418,7 +448,7 @@ impl FakeKube {
                     clone_exit.unwrap_or(0)
                 };
                 if let (0, Some(hook)) = (code, &clone_done) {
-                    hook(&session);
+                    hook(&session).await;
                 }
                 pod["status"]["initContainerStatuses"] = json!([container(
                     "clone",
@@ -434,6 +464,9 @@ impl FakeKube {
                 tokio::task::yield_now().await;
             }
             fake.lock().pod_logs.insert(pod_name.clone(), logs);
+            if fake.lock().hold_workload_status {
+                fake.workload_status.notified().await;
+            }
             pod["status"]["phase"] = json!("Running");
             pod["status"]["containerStatuses"] = json!([container("workload", json!({"running": {}}))]);
             if !fake.update_pod(&pod) {
@@ -504,7 +537,13 @@ impl FakeKube {
         if !state.objects.contains_key(&("pods".to_owned(), name)) {
             return false;
         }
-        state.put("pods", pod.clone(), "MODIFIED");
+        let mut pod = pod.clone();
+        // The address, once assigned, stays in every later status.
+        if let Some(ip) = state.pod_ip.clone() {
+            pod["status"]["podIP"] = json!(ip);
+            pod["status"]["podIPs"] = json!([{"ip": ip}]);
+        }
+        state.put("pods", pod, "MODIFIED");
         true
     }
 }

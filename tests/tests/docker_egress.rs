@@ -273,8 +273,10 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
   egress:
     mode: allowlist
     allow:
+      # The binding's upstream is on loopback: a CIDR rule names it, for the port the
+      # proxy dials (the binding's own, not the binding port 80 the workload writes).
       - cidr: 127.0.0.2/32
-        ports: [80]
+        ports: [{port}]
   bindings:
     - name: api
       host: api.binding.test

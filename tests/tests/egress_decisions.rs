@@ -409,7 +409,7 @@ fn egress_denies_special_ranges_unless_a_cidr_rule_inside_names_them() {
         Connect(a, RUN, "10.2.0.1", 443, NotModelled, special("10.2.0.1", Private)),
         Connect(a, RUN, "[::ffff:10.2.0.1]", 443, NotModelled, special("10.2.0.1", Private)),
         Connect(a, RUN, "[64:ff9b::a02:1]", 443, NotModelled, special("64:ff9b::a02:1", Private)),
-        Connect(a, RUN, "10.1.2.3", 22, NotModelled, special("10.1.2.3", Private)),
+        Connect(a, RUN, "10.1.2.3", 22, NotModelled, special("10.1.2.3", AddressClass::Private)),
         Connect(a, RUN, "100.64.1.9", 443, NotModelled, allow("allow[4]")),
         Connect(a, RUN, "100.100.100.200", 443, NotModelled, special("100.100.100.200", Cgnat)),
         Connect(a, RUN, "169.254.1.1", 443, NotModelled, allow("allow[5]")),
@@ -426,7 +426,7 @@ fn egress_denies_special_ranges_unless_a_cidr_rule_inside_names_them() {
         Connect(any, RUN, "8.8.8.8", 443, NotModelled, allow("allow[0]")),
         Connect(any, RUN, "[2606:4700::1111]", 443, NotModelled, allow("allow[1]")),
         Connect(any, RUN, "8.8.8.8", 22, NotModelled, deny(DenyReason::PortNotAllowed)),
-        Connect(any, RUN, "10.1.2.3", 443, NotModelled, special("10.1.2.3", Private)),
+        Connect(any, RUN, "10.1.2.3", 443, NotModelled, special("10.1.2.3", AddressClass::Private)),
         Connect(any, RUN, "172.16.0.1", 443, NotModelled, special("172.16.0.1", Private)),
         Connect(any, RUN, "192.168.1.1", 443, NotModelled, special("192.168.1.1", Private)),
         Connect(any, RUN, "[fd12::1]", 443, NotModelled, special("fd12::1", Private)),
@@ -584,6 +584,7 @@ fn egress_run_phase_does_not_inherit_the_repo_host() {
 fn egress_bindings_admit_only_their_host_on_the_binding_port() {
     let p = plans();
     let a = &p.allowlist;
+    let internal = [ip("10.1.2.3")];
     check(&[
         Connect(a, RUN, "api.github.com", BINDING_PORT, NotModelled, allow("binding:github-api")),
         Connect(a, RUN, "API.GitHub.com.", BINDING_PORT, NotModelled, allow("binding:github-api")),
@@ -596,6 +597,17 @@ fn egress_bindings_admit_only_their_host_on_the_binding_port() {
         Connect(a, RUN, "artifacts.example.com", BINDING_PORT, NotModelled, allow("binding:artifacts")),
         Connect(a, RUN, "artifacts.example.com", 8443, NotModelled, deny(DenyReason::PortNotAllowed)),
         Connect(a, RUN, "artifacts.example.com", 443, NotModelled, allow("allow[0]")),
+        // A binding resolving into a special range is vetted for the port the proxy dials
+        // (443 here, which allow[2] names; never the binding port 80 the workload wrote).
+        Connect(a, RUN, "api.github.com", BINDING_PORT, Resolved(&internal), allow("binding:github-api")),
+        Connect(
+            a,
+            RUN,
+            "artifacts.example.com",
+            BINDING_PORT,
+            Resolved(&internal),
+            special("10.1.2.3", AddressClass::Private),
+        ),
         // Bindings are workload reach only.
         Connect(a, CLONE, "api.github.com", BINDING_PORT, NotModelled, deny(DenyReason::CloneOnlyRepoHost)),
         Connect(a, CLONE, "api.github.com", 443, NotModelled, deny(DenyReason::CloneOnlyRepoHost)),

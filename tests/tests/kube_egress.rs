@@ -133,7 +133,7 @@ spec:
       - host: canary.test
         ports: [{ap}]
       - cidr: 127.0.0.2/32
-        ports: [80, {ap}, {apip}]
+        ports: [{ap}, {apip}]
   bindings:
     - name: api
       host: api.binding.test

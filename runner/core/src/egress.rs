@@ -214,8 +214,14 @@ pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Reso
         (Host::Domain(_), Resolution::Resolved(addrs)) => addrs,
         (Host::Domain(_), Resolution::NotModelled) => &[],
     };
+    // A binding call is dialled on the binding's own port (the workload wrote the binding
+    // port): its addresses are vetted for the port that is really dialled.
+    let dialled = rule
+        .strip_prefix("binding:")
+        .and_then(|name| ctx.plan.bindings.iter().find(|b| b.name == name))
+        .map_or(port, |b| b.port);
     for address in addresses {
-        if let Err(reason) = vet_address(ctx, *address, port) {
+        if let Err(reason) = vet_address(ctx, *address, dialled) {
             return deny(reason);
         }
     }

@@ -269,6 +269,34 @@ impl FakeKube {
         state.watches.len()
     }
 
+    /// Serves this fake over plain HTTP on a loopback port, for a process that reads a
+    /// kubeconfig (`server: http://ADDR`).
+    pub(crate) async fn serve_tcp(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake API");
+        let address = listener.local_addr().expect("address");
+        let fake = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let fake = fake.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let request = http::Request::from_parts(parts, kube::client::Body::from(bytes));
+                            Ok::<_, Infallible>(fake.handle(request).await)
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        address
+    }
+
     async fn handle(&self, request: http::Request<kube::client::Body>) -> http::Response<Body> {
         let (parts, body) = request.into_parts();
         let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();

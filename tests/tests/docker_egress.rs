@@ -273,10 +273,10 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
   egress:
     mode: allowlist
     allow:
-      # The binding's upstream is on loopback: a CIDR rule names it, for the port the
-      # proxy dials (the binding's own, not the binding port 80 the workload writes).
+      # The binding's upstream is on loopback: a CIDR rule acknowledges the address
+      # (any port will do; this one opens no service to the workload itself).
       - cidr: 127.0.0.2/32
-        ports: [{port}]
+        ports: [80]
   bindings:
     - name: api
       host: api.binding.test

@@ -585,6 +585,9 @@ fn egress_bindings_admit_only_their_host_on_the_binding_port() {
     let p = plans();
     let a = &p.allowlist;
     let internal = [ip("10.1.2.3")];
+    let unnamed = [ip("10.2.0.1")];
+    // Decided only; nothing here is ever dialled.
+    let metadata_ip = [ip("169.254.169.254")];
     check(&[
         Connect(a, RUN, "api.github.com", BINDING_PORT, NotModelled, allow("binding:github-api")),
         Connect(a, RUN, "API.GitHub.com.", BINDING_PORT, NotModelled, allow("binding:github-api")),
@@ -597,17 +600,16 @@ fn egress_bindings_admit_only_their_host_on_the_binding_port() {
         Connect(a, RUN, "artifacts.example.com", BINDING_PORT, NotModelled, allow("binding:artifacts")),
         Connect(a, RUN, "artifacts.example.com", 8443, NotModelled, deny(DenyReason::PortNotAllowed)),
         Connect(a, RUN, "artifacts.example.com", 443, NotModelled, allow("allow[0]")),
-        // A binding resolving into a special range is vetted for the port the proxy dials
-        // (443 here, which allow[2] names; never the binding port 80 the workload wrote).
+        // A binding resolving into a special range needs the address acknowledged by a
+        // CIDR rule naming it (any port: allow[2] names 10.1.0.0/16 for 443 and 5432,
+        // neither of them the binding port 80 nor artifacts' 8443); an address no rule
+        // names stays denied.
         Connect(a, RUN, "api.github.com", BINDING_PORT, Resolved(&internal), allow("binding:github-api")),
-        Connect(
-            a,
-            RUN,
-            "artifacts.example.com",
-            BINDING_PORT,
-            Resolved(&internal),
-            special("10.1.2.3", AddressClass::Private),
-        ),
+        Connect(a, RUN, "artifacts.example.com", BINDING_PORT, Resolved(&internal), allow("binding:artifacts")),
+        Connect(a, RUN, "api.github.com", BINDING_PORT, Resolved(&unnamed), special("10.2.0.1", AddressClass::Private)),
+        Connect(a, RUN, "api.github.com", BINDING_PORT, Resolved(&metadata_ip), metadata("169.254.169.254")),
+        // That acknowledgement opens nothing directly: the rule's own ports still apply.
+        Connect(a, RUN, "10.1.2.3", 8443, NotModelled, special("10.1.2.3", AddressClass::Private)),
         // Bindings are workload reach only.
         Connect(a, CLONE, "api.github.com", BINDING_PORT, NotModelled, deny(DenyReason::CloneOnlyRepoHost)),
         Connect(a, CLONE, "api.github.com", 443, NotModelled, deny(DenyReason::CloneOnlyRepoHost)),

@@ -132,8 +132,10 @@ spec:
     allow:
       - host: canary.test
         ports: [{ap}]
+      # Names the canary's port; also acknowledges 127.0.0.2 for the binding's upstream,
+      # whose port it does not open to the workload.
       - cidr: 127.0.0.2/32
-        ports: [{ap}, {apip}]
+        ports: [{ap}]
   bindings:
     - name: api
       host: api.binding.test
@@ -358,7 +360,9 @@ async fn cluster_proxy_denies_what_it_cannot_record_and_the_clone_fails_without_
     // host, which proves the session was found and its decision recorded).
     let canary = format!("http://canary.test:{}/", c.a.port());
     let (url, proxy) = (canary.clone(), c.proxy.address);
-    let early = tokio::spawn(async move { from(POD, proxy, &get(&url, "canary.test")).await });
+    let mut early = tokio::spawn(async move { from(POD, proxy, &get(&url, "canary.test")).await });
+    // It waits for the address (up to 5 s; a short look cannot see it answered first).
+    assert!(tokio::time::timeout(Duration::from_millis(500), &mut early).await.is_err(), "answered without an address");
     c.fake.assign_pod_ip(&POD.to_string());
     let early = early.await.unwrap();
     assert_eq!(status(&early), 403, "{early}");

@@ -196,7 +196,7 @@ pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Reso
     // An address literal is classified before rules are matched, so the reason names
     // what the address is (metadata, private, ...) rather than just "not allowlisted".
     if let Host::Ip(ip) = &host
-        && let Err(reason) = vet_address(ctx, *ip, port)
+        && let Err(reason) = vet_address(ctx, *ip, Some(port))
     {
         return deny(reason);
     }
@@ -214,14 +214,14 @@ pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Reso
         (Host::Domain(_), Resolution::Resolved(addrs)) => addrs,
         (Host::Domain(_), Resolution::NotModelled) => &[],
     };
-    // A binding call is dialled on the binding's own port (the workload wrote the binding
-    // port): its addresses are vetted for the port that is really dialled.
-    let dialled = rule
-        .strip_prefix("binding:")
-        .and_then(|name| ctx.plan.bindings.iter().find(|b| b.name == name))
-        .map_or(port, |b| b.port);
+    // A binding call is dialled on the binding's own port, not the binding port the
+    // workload wrote, and the spec names that host and port already: a special address
+    // it resolves to needs only acknowledging, by a CIDR rule naming the address (any of
+    // its ports). Asking for the upstream port in the rule would open the upstream to the
+    // workload directly, around the binding's scope.
+    let vetted_port = if rule.starts_with("binding:") { None } else { Some(port) };
     for address in addresses {
-        if let Err(reason) = vet_address(ctx, *address, dialled) {
+        if let Err(reason) = vet_address(ctx, *address, vetted_port) {
             return deny(reason);
         }
     }
@@ -272,8 +272,9 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
 }
 
 /// Checks one address: never metadata or the proxy; special ranges only when a CIDR
-/// rule lying inside that range (so naming it) covers the address and port.
-fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<(), DenyReason> {
+/// rule lying inside that range (so naming it) covers the address and `port` (any of
+/// its ports when `port` is `None`: a binding's upstream).
+fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: Option<u16>) -> Result<(), DenyReason> {
     let effective = effective_address(address);
     if ctx.proxy_addresses.iter().any(|p| *p == address || effective_address(*p) == effective) {
         return Err(DenyReason::ProxySelf { address });
@@ -288,7 +289,9 @@ fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: u16) -> Result<
         (class, Some(range)) => {
             let named = ctx.plan.egress.rules.iter().any(|rule| match &rule.target {
                 RuleTarget::Cidr(net) => {
-                    net.prefix_len() >= range.prefix_len() && net.contains(&effective) && rule.ports.contains(&port)
+                    net.prefix_len() >= range.prefix_len()
+                        && net.contains(&effective)
+                        && port.is_none_or(|port| rule.ports.contains(&port))
                 }
                 RuleTarget::Host(_) => false,
             });

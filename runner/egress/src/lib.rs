@@ -32,7 +32,7 @@ pub use proxy::{
 pub use record::Recorder;
 pub use relay::{
     Grant, GrantSecrets, MILESTONE_WAIT, Milestone, RelayClient, RelayError, RelayRecorder, RelayRegistry, RelayTask,
-    is_proxy_record, relay_server_tls, serve_relay,
+    Sent, is_proxy_record, relay_server_tls, serve_relay,
 };
 pub use resolve::{DnsResolver, Layered, Resolve, StaticResolver};
 pub use sni::{Hello, MAX_HELLO_BYTES, parse as parse_client_hello};

@@ -39,6 +39,7 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a record waits for the backend to report its phase's start (less than
 /// [`RELAY_TIMEOUT`], so the proxy still gets its answer).
 pub const MILESTONE_WAIT: Duration = Duration::from_secs(5);
+const _: () = assert!(MILESTONE_WAIT.as_secs() < RELAY_TIMEOUT.as_secs());
 
 /// What a proxy needs to enforce one session: its plan (rules, bindings, clone host) and
 /// the values of the secrets its bindings name. Secret values travel only to the proxy.
@@ -147,7 +148,11 @@ impl RelayRegistry {
 
     /// Withdraws `session`: from now on proxies get no grant and no record is accepted.
     pub fn remove(&self, session: &SessionId) {
-        self.sessions.write().unwrap_or_else(PoisonError::into_inner).remove(session);
+        let removed = self.sessions.write().unwrap_or_else(PoisonError::into_inner).remove(session);
+        // Records waiting for a milestone find the session gone at once.
+        if let Some(entry) = removed {
+            entry.reached.send_replace(Reached { clone_started: true, workload_started: true });
+        }
     }
 
     /// Whether `session` is offered.
@@ -212,6 +217,10 @@ impl RelayRegistry {
                 EgressPhase::Run => r.workload_started,
             });
             let _ = tokio::time::timeout(MILESTONE_WAIT, wait).await;
+            // Withdrawn while it waited (the run ended): refused like any later record.
+            if !self.entry(session).is_some_and(|now| Arc::ptr_eq(&now, &entry)) {
+                return false;
+            }
         }
         if entry.events.is_closed() {
             return false;
@@ -463,15 +472,25 @@ impl RelayClient {
 
     /// Records `event` for `session`; `false` unless the relay took it.
     pub async fn record(&self, session: &SessionId, event: BackendEvent) -> bool {
+        self.send(session, event).await == Sent::Taken
+    }
+
+    /// Sends `event` for `session` and says what became of it.
+    pub async fn send(&self, session: &SessionId, event: BackendEvent) -> Sent {
         if !is_proxy_record(&event) {
-            return false;
+            return Sent::Refused;
         }
         let sent = self.http.post(self.url(session, "records")).bearer_auth(self.token.expose()).json(&event).send();
         match sent.await {
-            Ok(response) => response.status() == StatusCode::NO_CONTENT,
+            Ok(response) if response.status() == StatusCode::NO_CONTENT => Sent::Taken,
+            Ok(response) if response.status() == StatusCode::GONE => Sent::Refused,
+            Ok(response) => {
+                tracing::warn!(session = %session, status = %response.status(), "relay refused a record; denying");
+                Sent::Unavailable
+            }
             Err(e) => {
                 tracing::warn!(session = %session, error = %e, "relay unreachable; denying");
-                false
+                Sent::Unavailable
             }
         }
     }
@@ -480,6 +499,18 @@ impl RelayClient {
     pub fn recorder(&self, session: &SessionId) -> Arc<dyn Recorder> {
         Arc::new(RelayRecorder { client: self.clone(), session: session.clone() })
     }
+}
+
+/// What became of a record sent to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Taken into the session's audit.
+    Taken,
+    /// Refused for good: the session is withdrawn, cannot record, or the record is not
+    /// one a proxy may send.
+    Refused,
+    /// The relay could not be reached or failed; trying again may help.
+    Unavailable,
 }
 
 /// Records one session's events through the relay.
@@ -584,6 +615,33 @@ mod tests {
         registry.reached(&session, Milestone::WorkloadStarted);
         assert!(pending.await.expect("task"));
         assert!(matches!(rx.try_recv(), Ok(BackendEvent::Egress { phase: EgressPhase::Run, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_record_held_for_its_milestone_is_refused_once_the_session_is_withdrawn() {
+        let registry = RelayRegistry::new();
+        let session = SessionId::new("ses-relay-withdrawn").expect("id");
+        let (events, mut rx) = futures_channel();
+        registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, events);
+        // A clone-phase record waits for the clone's start as a run-phase one waits for
+        // the workload's.
+        let pending = {
+            let (registry, session) = (registry.clone(), session.clone());
+            tokio::spawn(async move { registry.record(&session, clone_allow()).await })
+        };
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rx.try_recv().is_err(), "a clone-phase record was taken before the clone was reported");
+        // Withdrawn (and offered again under the same id, as a new entry): the waiting
+        // record is refused, not taken into either.
+        registry.remove(&session);
+        let (again, mut rx_again) = futures_channel();
+        registry.register(&session, &clone_plan(), &enclave_core::NoSecrets, again);
+        registry.reached(&session, Milestone::CloneStarted);
+        assert!(!pending.await.expect("task"), "a record for a withdrawn session was taken");
+        assert!(rx.try_recv().is_err());
+        assert!(rx_again.try_recv().is_err());
     }
 
     #[test]

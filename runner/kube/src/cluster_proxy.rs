@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enclave_core::{BackendEvent, EgressPhase, SessionId};
 use enclave_egress::{
-    Directory, DirectoryTask, GrantSecrets, RelayClient, Resolve, SessionProxy, SessionProxyConfig, serve_directory,
+    Directory, DirectoryTask, GrantSecrets, RelayClient, Resolve, Sent, SessionProxy, SessionProxyConfig,
+    serve_directory,
 };
 use futures::StreamExt as _;
 use ipnet::IpNet;
@@ -49,9 +50,9 @@ type Slot = Arc<OnceCell<Arc<SessionProxy>>>;
 
 /// How long a connection from an address the API has not reported yet waits for it.
 const ADDRESS_WAIT: Duration = Duration::from_secs(5);
-/// How often, and how far apart, the proxy tries to record a revocation it made on the
+/// How long, and how far apart, the proxy tries to record a revocation it made on the
 /// API's word.
-const REVOCATION_ATTEMPTS: u32 = 5;
+const REVOCATION_BUDGET: Duration = Duration::from_secs(8);
 const REVOCATION_RETRY: Duration = Duration::from_millis(500);
 
 /// The sessions this proxy knows, by the pods the API reports.
@@ -116,13 +117,19 @@ impl ClusterDirectory {
         }
         let (relay, session) = (self.relay.clone(), session.clone());
         tokio::spawn(async move {
-            for attempt in 0..REVOCATION_ATTEMPTS {
-                if relay.record(&session, BackendEvent::CloneReachRevoked).await {
-                    return;
+            // Within the backend's wait for it (10 s by default); a withdrawn session
+            // needs no record.
+            let tries = async {
+                loop {
+                    match relay.send(&session, BackendEvent::CloneReachRevoked).await {
+                        Sent::Taken | Sent::Refused => return,
+                        Sent::Unavailable => tokio::time::sleep(REVOCATION_RETRY).await,
+                    }
                 }
-                tokio::time::sleep(REVOCATION_RETRY * (attempt + 1)).await;
+            };
+            if tokio::time::timeout(REVOCATION_BUDGET, tries).await.is_err() {
+                tracing::warn!(session = %session, "the clone's revocation could not be recorded; the server ends the session");
             }
-            tracing::warn!(session = %session, "the clone's revocation could not be recorded; the server ends the session");
         });
     }
 
@@ -169,9 +176,16 @@ impl Directory for ClusterDirectory {
             _ => None,
         }?;
         let proxy = self.proxy_of(&found.session, found.cloning).await?;
-        // A pod that was already past its clone when the proxy first saw it.
-        if !found.cloning {
-            self.revoke(&found.session, &proxy);
+        // The grant took a moment: judge the connection on what the API says now. A pod
+        // that ended meanwhile gets nothing; one past its clone loses the clone reach.
+        let now = self.pods.borrow().session_for(peer).cloned();
+        match now {
+            Some(now) if now.session == found.session => {
+                if !now.cloning {
+                    self.revoke(&now.session, &proxy);
+                }
+            }
+            _ => return None,
         }
         proxy.phase().map(|_| proxy)
     }

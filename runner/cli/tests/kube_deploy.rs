@@ -95,6 +95,10 @@ async fn from(source: Ipv4Addr, proxy: SocketAddr, url: &str, host: &str) -> Str
     String::from_utf8_lossy(&out).into_owned()
 }
 
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 fn status(response: &str) -> u16 {
     response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
@@ -265,15 +269,7 @@ async fn the_server_and_the_egress_proxy_processes_enforce_a_session_on_the_fake
     fake.release();
     let finished = tokio::time::timeout(HANG_GUARD, async {
         loop {
-            let got: Value = http
-                .get(format!("{server}/v1/sessions/{id}"))
-                .bearer_auth(&tenant)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let got = get_json(&http, &format!("{server}/v1/sessions/{id}"), &tenant).await;
             let state = &got["status"]["state"];
             if state != "pending" && state != "running" && state != "cloning" {
                 return got;
@@ -290,15 +286,7 @@ async fn the_server_and_the_egress_proxy_processes_enforce_a_session_on_the_fake
     assert_eq!(decisions.len(), 2, "{audit}");
     assert!(decisions[0].contains(&ALLOWED.to_string()) && decisions[0].contains("\"allow\""), "{audit}");
     assert!(decisions[1].contains(&DENIED.to_string()) && decisions[1].contains("\"deny\""), "{audit}");
-    let verify: Value = http
-        .get(format!("{server}/v1/sessions/{id}/audit/verify"))
-        .bearer_auth(&tenant)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = get_json(&http, &format!("{server}/v1/sessions/{id}/audit/verify"), &tenant).await;
     assert_eq!(verify["ok"], true, "{verify}");
     // The admin token came from its file, as the ConfigMap names it.
     let tenants = http

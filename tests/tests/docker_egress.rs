@@ -277,17 +277,7 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
       # (any port will do; this one opens no service to the workload itself).
       - cidr: 127.0.0.2/32
         ports: [80]
-  bindings:
-    - name: api
-      host: api.binding.test
-      port: {port}
-      secret: api-token
-      inject:
-        header: Authorization
-        format: "Bearer {{secret}}"
-      methods: [GET]
-      paths: ["/v1/*"]
-  steps:
+{binding}  steps:
     - name: call
       run: |
         mkdir -p out
@@ -299,7 +289,7 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
         for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f"; echo; done > out/cmdlines.txt
   artifacts: [out]
 "#,
-        port = upstream.port()
+        binding = common::api_binding_yaml(upstream.port())
     );
     let plan = plan_with("binding-e2e", &body, &enclave_core::Policy::default());
     let mut secrets = MemorySecrets::default();

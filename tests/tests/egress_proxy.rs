@@ -118,19 +118,10 @@ spec:
       - cidr: 127.0.0.1/32
         ports: [{proxy_port}]
 {extra}
-  bindings:
-    - name: api
-      host: api.binding.test
-      port: {apip}
-      secret: api-token
-      inject:
-        header: Authorization
-        format: "Bearer {{secret}}"
-      methods: [GET]
-      paths: ["/v1/*"]
-"#,
+{binding}"#,
         repo = options.repo.map_or_else(String::new, |f| f(tls.port())),
         extra = options.extra_allow.map_or_else(String::new, |f| f(a.port())),
+        binding = common::api_binding_yaml(apip),
     );
     let plan = Arc::new(plan_of(&yaml));
     let resolver: Arc<dyn Resolve> = options.resolver.unwrap_or_else(|| {

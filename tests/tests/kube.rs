@@ -61,6 +61,17 @@ async fn run_with(
         .boxed()
     });
     let backend = Arc::new(KubeBackend::new(fake.client(), KubeConfig::default()).with_relay(relay));
+    run_on(backend, plan, id, secrets, cancel).await
+}
+
+/// Runs `plan` on `backend` to its end (bounded by `HANG_GUARD`).
+async fn run_on(
+    backend: Arc<KubeBackend>,
+    plan: &Plan,
+    id: &SessionId,
+    secrets: Arc<dyn SecretStore>,
+    cancel: futures::future::BoxFuture<'static, ()>,
+) -> Outcome {
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
     let mut audit = MemoryAuditSink::default();
     let mut events = Vec::new();
@@ -480,19 +491,10 @@ async fn kube_clone_whose_revocation_is_never_confirmed_ends_the_session_lost() 
     let backend = Arc::new(KubeBackend::new(fake.client(), config).with_relay(RelayRegistry::new()));
     let mut store = MemorySecrets::default();
     store.insert("billing-repo-deploy-token", Secret::new("ghp_kube_test_token"));
-    let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(store));
-    let mut audit = MemoryAuditSink::default();
-    let mut listener = |_: &TimedEvent| {};
     let plan = example("private-repo-credential.yaml");
-    let run = orchestrator.run(SessionRun {
-        session: session("unconfirmed"),
-        plan: &plan,
-        audit: &mut audit,
-        listener: &mut listener,
-        cancel: futures::future::pending().boxed(),
-        artifacts: None,
-    });
-    let result = tokio::time::timeout(HANG_GUARD, run).await.expect("session ended").expect("orchestrator");
+    let pending = futures::future::pending().boxed();
+    let out = run_on(backend, &plan, &session("unconfirmed"), Arc::new(store), pending).await;
+    let result = out.result;
     assert_eq!(kill_reason(&result).as_deref(), Some("infra_lost"), "{result:?}");
     all_gone(&fake);
 }

@@ -136,20 +136,10 @@ spec:
       # whose port it does not open to the workload.
       - cidr: 127.0.0.2/32
         ports: [{ap}]
-  bindings:
-    - name: api
-      host: api.binding.test
-      port: {apip}
-      secret: api-token
-      inject:
-        header: Authorization
-        format: "Bearer {{secret}}"
-      methods: [GET]
-      paths: ["/v1/*"]
-"#,
+{binding}"#,
             git = self.git.addr.port(),
             ap = self.a.port(),
-            apip = self.api.port(),
+            binding = common::api_binding_yaml(self.api.port()),
         ))
     }
 

@@ -150,6 +150,8 @@ fn serve_tenant_secret_and_remote_commands_work_end_to_end() {
             .collect::<Vec<_>>()
     };
     assert_eq!(timeline(&remote), timeline(&local));
+    // The simulated session's attempt at the metadata address is denied (modelled by the
+    // simulator; nothing is sent anywhere).
     assert!(timeline(&remote).iter().any(|l| l.contains("DENY run 169.254.169.254:80")));
 
     let listed = env.enclave(&["sessions", "--server", &url], Some(&token), None);

@@ -787,6 +787,8 @@ pub fn upstream_tls(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>
 mod tests {
     use super::*;
 
+    /// Decision-level only: the metadata addresses are blocked by `dialable` itself, and
+    /// this test never connects anywhere.
     #[test]
     fn metadata_addresses_are_never_dialable() {
         let addrs: Vec<IpAddr> = ["169.254.169.254", "::ffff:169.254.169.254", "192.0.2.7", "fd00:ec2::254"]

@@ -28,6 +28,8 @@ mod pod;
 mod pod_identity;
 mod retry;
 mod session_watch;
+#[cfg(test)]
+mod test_plan;
 
 pub use backend::{KubeBackend, capabilities};
 pub use cluster_proxy::{ClusterProxy, ProxySettings};

@@ -104,14 +104,9 @@ pub fn render_plan(plan: &Plan, config: &KubeConfig) -> Result<String, KubeError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_plan::plan;
     use enclave_core::{MemorySecrets, Secret as SecretValue};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
-
-    fn plan(yaml_tail: &str) -> Plan {
-        let yaml = format!("apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: t\nspec:\n{yaml_tail}");
-        let parsed = enclave_spec::parse("t.yaml", yaml.as_bytes()).expect("spec");
-        enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan")
-    }
 
     fn session() -> SessionId {
         SessionId::new("ses-1").expect("id")

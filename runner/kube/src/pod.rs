@@ -315,12 +315,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-
-    fn plan(yaml_tail: &str) -> Plan {
-        let yaml = format!("apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: t\nspec:\n{yaml_tail}");
-        let parsed = enclave_spec::parse("t.yaml", yaml.as_bytes()).expect("spec");
-        enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan")
-    }
+    use crate::test_plan::plan;
 
     /// Runs a container's command and environment in `dir`; returns (exit code, stdout).
     fn execute(container: &Container, dir: &std::path::Path) -> (i32, String) {

@@ -18,6 +18,25 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+/// The `bindings:` block (at a spec's indentation) of the tests' binding `api`: host
+/// `api.binding.test`, upstream `port`, secret `api-token` sent as a bearer token, GET
+/// on `/v1/*` only.
+pub fn api_binding_yaml(port: u16) -> String {
+    format!(
+        r#"  bindings:
+    - name: api
+      host: api.binding.test
+      port: {port}
+      secret: api-token
+      inject:
+        header: Authorization
+        format: "Bearer {{secret}}"
+      methods: [GET]
+      paths: ["/v1/*"]
+"#
+    )
+}
+
 /// A certificate authority that exists only for this test.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,

@@ -13,6 +13,7 @@ mod artifact;
 mod audit;
 mod backend;
 mod clock;
+mod clone_step;
 mod egress;
 mod event;
 mod kill_reason;
@@ -34,6 +35,7 @@ pub use audit::{
 };
 pub use backend::{Backend, BackendError, Capabilities, RunHandle, Support, TeardownReport};
 pub use clock::{Clock, rfc3339};
+pub use clone_step::{CLONE_HOME, CLONE_SCRIPT, CredentialDelivery};
 pub use egress::{
     BINDING_PORT, BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase, Resolution,
     check_binding_scope, decide,
@@ -42,8 +44,8 @@ pub use event::{BackendEvent, BackendEvents, SessionEvent, Stream, TimedEvent};
 pub use kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
 pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun};
 pub use plan::{
-    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT,
-    Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
+    BindingPlan, ClonePhase, CloneResources, Containment, EgressPolicy, EgressRule, GitSetting, ImplicitDeny,
+    Isolation, NetworkMode, PLAN_FORMAT, Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
 };
 pub use planner::{WORKLOAD_UID, plan};
 pub use quota::{PlanError, Policy, Quotas};

@@ -115,6 +115,36 @@ pub struct ClonePhase {
     pub git_ref: Option<String>,
     /// Secret holding the token, by name.
     pub credential: Option<String>,
+    /// What the clone step may use.
+    pub resources: CloneResources,
+    /// The git settings the clone runs under, in order (environment-provided
+    /// configuration: `GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`).
+    pub git_config: Vec<GitSetting>,
+    /// The clone script (POSIX `sh`), the same on every backend.
+    pub script: String,
+}
+
+/// Resources of the clone step's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneResources {
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Process (task) limit, where the backend can set one.
+    pub pids: u32,
+    /// Size of the clone's own scratch space (`/tmp`).
+    pub scratch_bytes: u64,
+}
+
+/// One git configuration setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSetting {
+    /// The key, e.g. `core.hooksPath`.
+    pub key: String,
+    /// Its value.
+    pub value: String,
 }
 
 /// The workload phase.

@@ -6,8 +6,8 @@ use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Positi
 
 use crate::address::{AddressClass, special_ranges};
 use crate::plan::{
-    BindingPlan, ClonePhase, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT,
-    Phase, Plan, PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
+    BindingPlan, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT, Phase, Plan,
+    PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
 };
 use crate::quota::{PlanError, Policy, Quotas};
 
@@ -25,14 +25,7 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
 
     let mut phases = Vec::new();
     if let Some(repo) = &body.repo {
-        phases.push(Phase::Clone(ClonePhase {
-            url: repo.url.to_string(),
-            scheme: repo.url.scheme,
-            host: repo.url.host.to_string(),
-            port: repo.url.port,
-            git_ref: repo.git_ref.as_ref().map(|r| r.value.clone()),
-            credential: repo.credential.as_ref().map(|c| c.to_string()),
-        }));
+        phases.push(Phase::Clone(crate::clone_step::clone_phase(repo, &quotas)));
     }
     let env = plain_env(&body.env);
     let program = match (&body.command, &body.steps) {

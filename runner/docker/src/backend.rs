@@ -28,14 +28,12 @@ use tokio::sync::watch;
 use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
 use crate::config::DockerConfig;
 use crate::container_spec::attach_to_proxy;
+use crate::container_spec::holder_container;
 use crate::container_spec::{
     Names, WORKSPACE, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container,
 };
 use crate::error::DockerError;
 use crate::network;
-
-/// The longest a clone may take.
-const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a clone ended.
 struct CloneOutcome {
@@ -71,12 +69,15 @@ pub struct DockerBackend {
 }
 
 struct Run {
-    /// The workload container (created, idle, before any clone).
+    /// The workload container's name. It is created in `wait`, once the clone is over
+    /// and its reach revoked: no process of the workload image runs before that.
     container: String,
-    /// The outcome when the session ended before the workload started.
-    ended_early: Option<Observation>,
-    /// The session's egress proxy (clone step or allowlist mode); stopped on drop.
-    proxy: Option<enclave_egress::ProxyTask>,
+    /// The session's network and egress proxy (clone step or allowlist mode); the proxy
+    /// stops on drop.
+    reach: Option<Reach>,
+    /// The clone step's credential, resolved from the secret store at launch (the only
+    /// place outside the proxy that holds a value), or why it could not be.
+    clone_credential: Result<Option<enclave_core::Secret>, String>,
     plan: Plan,
     events: BackendEvents,
     volumes: Vec<PathBuf>,
@@ -214,28 +215,9 @@ impl DockerBackend {
             .ok_or_else(|| BackendError::Unsupported(format!("session {session} is not running here")))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn register(
-        &self,
-        session: &SessionId,
-        plan: &Plan,
-        events: BackendEvents,
-        container: String,
-        volumes: Vec<PathBuf>,
-        proxy: Option<enclave_egress::ProxyTask>,
-        ended_early: Option<Observation>,
-    ) -> RunHandle {
-        let id = container.clone();
-        let run = Arc::new(Run {
-            container,
-            ended_early,
-            proxy,
-            plan: plan.clone(),
-            events,
-            volumes,
-            killed: watch::Sender::new(false),
-        });
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), run);
+    fn register(&self, session: &SessionId, run: Run) -> RunHandle {
+        let id = run.container.clone();
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), Arc::new(run));
         RunHandle { session: session.clone(), id }
     }
 
@@ -281,41 +263,32 @@ impl DockerBackend {
         Ok(Reach { net, proxy: task })
     }
 
-    /// Runs the clone container to completion; the credential goes in on stdin only.
+    /// Runs the clone container to completion in the holder's network namespace; the
+    /// credential goes in on stdin only. Ends at once when the clone's sandbox dies (an
+    /// exec attached to a dead gVisor sandbox may never see end-of-stream).
     async fn run_clone(
         &self,
         session: &SessionId,
-        plan: &Plan,
+        run: &Run,
         clone: &enclave_core::ClonePhase,
         reach: &Reach,
-        secrets: &dyn SecretStore,
     ) -> Result<CloneOutcome, DockerError> {
-        let header = match &clone.credential {
-            Some(name) => match secrets.resolve(name) {
-                Some(value) => zeroize::Zeroizing::new(auth_header(value.expose())),
-                None => {
-                    return Ok(CloneOutcome {
-                        code: 128,
-                        detail: format!("the clone credential secret {name:?} is not set"),
-                    });
-                }
-            },
-            None => zeroize::Zeroizing::new(String::new()),
+        let credential = match &run.clone_credential {
+            Ok(credential) => credential.as_ref(),
+            Err(detail) => return Ok(CloneOutcome { code: 128, detail: detail.clone() }),
         };
-        let body = clone_container(plan, session, &reach.net.name, &reach.url(), &self.config);
+        let body = clone_container(&run.plan, clone, session, &reach.url(), &self.config);
         let options = CreateContainerOptionsBuilder::default().name(&clone_container_name(session)).build();
         let created =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("clone start"))?;
-        let pid = self.container_pid(&created.id).await?;
-        network::guard_container(pid, reach.net.gateway, reach.port()).await?;
         let exec_options = CreateExecOptions {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             attach_stdin: Some(true),
             tty: Some(false),
             cmd: Some(clone_command(clone)),
-            user: Some(format!("{}:{}", plan.containment.run_as_user, plan.containment.run_as_group)),
+            user: Some(format!("{}:{}", run.plan.containment.run_as_user, run.plan.containment.run_as_group)),
             working_dir: Some(WORKSPACE.to_owned()),
             privileged: Some(false),
             ..Default::default()
@@ -323,9 +296,16 @@ impl DockerBackend {
         let exec = self.docker.create_exec(&created.id, exec_options).await.map_err(DockerError::call("clone exec"))?;
         let started = self.docker.start_exec(&exec.id, None).await.map_err(DockerError::call("clone exec start"))?;
         let mut transcript = Vec::new();
+        let mut sandbox_exit = self.docker.wait_container(&created.id, None);
         if let StartExecResults::Attached { mut output, mut input } = started {
             use tokio::io::AsyncWriteExt as _;
-            let mut stdin = zeroize::Zeroizing::new(format!("{}\n", header.as_str()).into_bytes());
+            // The first line is the credential (empty without one), the rest CA
+            // certificates to trust (possibly none).
+            let mut stdin = zeroize::Zeroizing::new(Vec::new());
+            if let Some(value) = credential {
+                stdin.extend_from_slice(value.expose().as_bytes());
+            }
+            stdin.push(b'\n');
             if let Some(pem) = &self.config.extra_ca_pem {
                 stdin.extend_from_slice(pem.as_bytes());
             }
@@ -333,8 +313,6 @@ impl DockerBackend {
             let _ = input.shutdown().await;
             drop(input);
             written.map_err(|e| DockerError::Setup(format!("clone stdin: {e}")))?;
-            let limit = tokio::time::sleep(CLONE_TIMEOUT);
-            tokio::pin!(limit);
             loop {
                 tokio::select! {
                     item = output.next() => match item {
@@ -344,8 +322,8 @@ impl DockerBackend {
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => break,
                     },
-                    () = &mut limit => {
-                        return Ok(CloneOutcome { code: 128, detail: format!("the clone did not finish within {}s", CLONE_TIMEOUT.as_secs()) });
+                    _ = sandbox_exit.next() => {
+                        return Ok(CloneOutcome { code: 128, detail: "the clone's sandbox exited before the clone finished".to_owned() });
                     }
                 }
             }
@@ -356,14 +334,66 @@ impl DockerBackend {
         let text = String::from_utf8_lossy(&transcript).to_string();
         // The header's own form (basic auth of `user:token`) is redacted too: it is not a
         // base64 form of the token alone.
-        let mut redact = secrets.redaction_values();
-        redact.push(enclave_core::Secret::new(header.as_str()));
-        redact.extend(header.split_once("Basic ").map(|(_, b64)| enclave_core::Secret::new(b64)));
+        let mut redact = Vec::new();
+        if let Some(value) = credential {
+            let header = zeroize::Zeroizing::new(auth_header(value.expose()));
+            redact.push(enclave_core::Secret::new(value.expose()));
+            redact.extend(header.split_once("Basic ").map(|(_, b64)| enclave_core::Secret::new(b64)));
+        }
         let redactor = enclave_core::Redactor::new(&redact);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let detail = redactor.redact(&lines[lines.len().saturating_sub(4)..].join("; "));
         let detail = if detail.is_empty() { format!("git exited with {code}") } else { detail };
         Ok(CloneOutcome { code, detail })
+    }
+
+    /// The clone phase inside `wait`, so the session's deadline and a cancel cover it:
+    /// a kill ends it at once. The clone container goes first, then its reach, so nothing
+    /// it opened outlives it; `Some` is how the session ended when the clone did not
+    /// succeed.
+    async fn clone_phase(&self, session: &SessionId, run: &Run) -> Result<Option<Observation>, BackendError> {
+        let Some(clone) = run.plan.clone_phase() else { return Ok(None) };
+        let Some(reach) = &run.reach else {
+            return Err(BackendError::Unsupported("a clone phase without a session network".into()));
+        };
+        let _ = run.events.unbounded_send(BackendEvent::CloneStarted);
+        let mut killed = run.killed.subscribe();
+        let outcome = tokio::select! {
+            outcome = self.run_clone(session, run, clone, reach) => Some(outcome),
+            _ = killed.wait_for(|k| *k) => None,
+        };
+        let _ = self.remove_container(&clone_container_name(session)).await;
+        reach.proxy.proxy().revoke_clone_reach();
+        let (ok, detail, code) = match outcome {
+            Some(Ok(CloneOutcome { code: 0, detail })) => (true, detail, 0),
+            Some(Ok(CloneOutcome { code, detail })) => (false, detail, code),
+            Some(Err(e)) => (false, e.to_string(), 128),
+            None => (false, "stopped before the clone finished".to_owned(), 137),
+        };
+        let _ = run.events.unbounded_send(BackendEvent::CloneFinished { ok, detail });
+        let _ = run.events.unbounded_send(BackendEvent::CloneReachRevoked);
+        let was_killed = *killed.borrow();
+        Ok(match (ok, was_killed) {
+            (_, true) => Some(Observation::from_exit(ExitObservation::Signaled { signal: 9 })),
+            (true, false) => None,
+            (false, false) => Some(Observation::from_exit(ExitObservation::Exited { code })),
+        })
+    }
+
+    /// Creates and starts the workload container from the tenant's image, in the
+    /// holder's guarded network namespace (allowlist mode) or with no network at all.
+    async fn start_workload(&self, session: &SessionId, run: &Run) -> Result<String, DockerError> {
+        let names = Names::of(session);
+        let image = run.plan.run_phase().map(|r| r.image.clone()).unwrap_or_default();
+        let mut body = workload_container(&run.plan, session, &image, &self.config);
+        if let (EgressMode::Allowlist, Some(reach)) = (run.plan.egress.mode, &run.reach) {
+            attach_to_proxy(&mut body, &run.plan, &names.holder, &reach.url(), &self.config);
+        }
+        let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
+        let created =
+            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
+        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
+        Ok(created.id)
     }
 
     async fn container_pid(&self, id: &str) -> Result<u32, DockerError> {
@@ -566,7 +596,7 @@ impl Backend for DockerBackend {
         self.check_plan(plan)?;
         let names = Names::of(session);
         let image = plan.run_phase().map(|r| r.image.clone()).unwrap_or_default();
-        let mut images = vec![image.clone()];
+        let mut images = vec![image.clone(), self.config.holder_image.clone()];
         if plan.clone_phase().is_some() {
             images.push(self.config.clone_image.clone());
         }
@@ -586,61 +616,55 @@ impl Backend for DockerBackend {
             false => None,
         };
 
-        // The workload container starts first, idle (only its keeper runs): it holds the
-        // workspace volume mounted, so what the clone writes is still there when the
-        // clone container is gone (a tmpfs volume lives only while mounted somewhere).
-        let mut body = workload_container(plan, session, &image, &self.config);
-        let allowlist = plan.egress.mode == EgressMode::Allowlist;
-        if let (true, Some(reach)) = (allowlist, &reach) {
-            attach_to_proxy(&mut body, plan, &reach.net.name, &reach.url(), &self.config);
-        }
-        let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
-        let created =
-            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
-        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
-        if let (true, Some(reach)) = (allowlist, &reach) {
-            // Before any program runs (only the idle keeper does so far).
-            let pid = self.container_pid(&created.id).await?;
+        // Enclave's holder goes first: it keeps the (empty) volumes mounted and owns the
+        // network namespace, which is guarded before any other process joins it.
+        let body = holder_container(plan, session, reach.as_ref().map(|r| r.net.name.as_str()), &self.config);
+        let options = CreateContainerOptionsBuilder::default().name(&names.holder).build();
+        let holder =
+            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("holder create"))?;
+        self.docker.start_container(&holder.id, None).await.map_err(DockerError::call("holder start"))?;
+        if let Some(reach) = &reach {
+            let pid = self.container_pid(&holder.id).await?;
             network::guard_container(pid, reach.net.gateway, reach.port()).await?;
         }
-        if let (Some(clone), Some(active)) = (plan.clone_phase(), &reach) {
-            let _ = events.unbounded_send(BackendEvent::CloneStarted);
-            let outcome = self.run_clone(session, plan, clone, active, secrets).await;
-            // The clone container goes first, then its reach: nothing it opened outlives it.
-            let _ = self.remove_container(&clone_container_name(session)).await;
-            active.proxy.proxy().revoke_clone_reach();
-            let (ok, detail, code) = match outcome {
-                Ok(CloneOutcome { code: 0, detail }) => (true, detail, 0),
-                Ok(CloneOutcome { code, detail }) => (false, detail, code),
-                Err(e) => (false, e.to_string(), 128),
-            };
-            let _ = events.unbounded_send(BackendEvent::CloneFinished { ok, detail });
-            let _ = events.unbounded_send(BackendEvent::CloneReachRevoked);
-            if !ok {
-                let observation = Observation::from_exit(ExitObservation::Exited { code });
-                let proxy = reach.map(|r| r.proxy);
-                return Ok(self.register(session, plan, events, created.id, Vec::new(), proxy, Some(observation)));
-            }
-        }
-
+        let clone_credential = match plan.clone_phase().and_then(|c| c.credential.as_ref()) {
+            None => Ok(None),
+            Some(name) => secrets
+                .resolve(name)
+                .map(Some)
+                .ok_or_else(|| format!("the clone credential secret {name:?} is not set")),
+        };
         let mut volumes = Vec::new();
         for name in [&names.workspace, &names.tmp] {
             volumes.extend(self.volume_path(name).await);
         }
-        let _ = events.unbounded_send(BackendEvent::WorkloadStarted);
-        Ok(self.register(session, plan, events, created.id, volumes, reach.map(|r| r.proxy), None))
+        let run = Run {
+            container: names.container.clone(),
+            reach,
+            clone_credential,
+            plan: plan.clone(),
+            events,
+            volumes,
+            killed: watch::Sender::new(false),
+        };
+        Ok(self.register(session, run))
     }
 
     async fn wait(&self, handle: &RunHandle) -> Result<Observation, BackendError> {
         let run = self.run(&handle.session)?;
-        if let Some(observation) = &run.ended_early {
-            return Ok(observation.clone());
+        if let Some(ended) = self.clone_phase(&handle.session, &run).await? {
+            return Ok(ended);
         }
-        let reader = UsageReader::new(&self.config.cgroup_root, &run.container, run.volumes.clone());
+        if *run.killed.borrow() {
+            return Ok(Observation::from_exit(ExitObservation::Signaled { signal: 9 }));
+        }
+        let container = self.start_workload(&handle.session, &run).await?;
+        let _ = run.events.unbounded_send(BackendEvent::WorkloadStarted);
+        let reader = UsageReader::new(&self.config.cgroup_root, &container, run.volumes.clone());
         // Docker's `oom` events: OOMKilled alone misses the kill when the event comes after
         // `die` (a race seen in ~4 % of runs under load), the event stream does not.
         let oom_seen = Arc::new(AtomicBool::new(false));
-        let oom_watch = tokio::spawn(watch_oom_events(self.docker.clone(), run.container.clone(), oom_seen.clone()));
+        let oom_watch = tokio::spawn(watch_oom_events(self.docker.clone(), container.clone(), oom_seen.clone()));
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
             let (events, every, stop) = (run.events.clone(), self.config.sample_interval, stop.clone());
@@ -649,13 +673,13 @@ impl Backend for DockerBackend {
         // The program ends on its own, or is cut short by a kill or by the sandbox dying
         // (an exec attached to a dead gVisor sandbox may never see end-of-stream).
         let mut killed = run.killed.subscribe();
-        let mut sandbox_exit = self.docker.wait_container(&run.container, None);
+        let mut sandbox_exit = self.docker.wait_container(&container, None);
         let program = tokio::select! {
             result = self.run_program(&run) => Some(result),
             _ = killed.wait_for(|k| *k) => None,
             _ = sandbox_exit.next() => None,
         };
-        let state = self.docker.inspect_container(&run.container, None).await.ok().and_then(|c| c.state);
+        let state = self.docker.inspect_container(&container, None).await.ok().and_then(|c| c.state);
         stop.store(true, Ordering::SeqCst);
         let usage = sampler.await.unwrap_or_default();
         let (last, failed_step) = program.transpose()?.unwrap_or((None, None));
@@ -720,19 +744,24 @@ impl Backend for DockerBackend {
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {
         let run = self.run(&handle.session)?;
         run.killed.send_replace(true);
-        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-        match self.docker.kill_container(&run.container, Some(options)).await {
-            // Already stopped (e.g. the OOM killer was faster): nothing to kill.
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(DockerError::call("container kill")(e).into()),
+        // The clone container, or the workload's, whichever exists by now.
+        for name in [clone_container_name(&handle.session), run.container.clone()] {
+            let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+            match self.docker.kill_container(&name, Some(options)).await {
+                // Already stopped (e.g. the OOM killer was faster), or not created (yet, or
+                // any more): nothing to kill.
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => {}
+                Err(e) => return Err(DockerError::call("container kill")(e).into()),
+            }
         }
+        Ok(())
     }
 
     async fn teardown(&self, session: &SessionId) -> Result<TeardownReport, BackendError> {
         // Dropping the run stops its proxy: no connection outlives the session.
         let run = self.runs.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
-        if let Some(task) = run.as_ref().and_then(|r| r.proxy.as_ref()) {
-            task.proxy().close();
+        if let Some(reach) = run.as_ref().and_then(|r| r.reach.as_ref()) {
+            reach.proxy.proxy().close();
         }
         drop(run);
         let filter = labels::session_filter(session);

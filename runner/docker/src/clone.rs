@@ -1,50 +1,27 @@
-//! The clone step: a short-lived container, separate from the workload, that alone
-//! receives the git credential and clones the repository into the workspace volume.
+//! The clone step on Docker: a short-lived container from Enclave's own git image,
+//! separate from the workload, that alone receives the git credential and runs the
+//! plan's clone script (defined once, in `enclave-core`) in the workspace volume.
 //!
-//! The credential reaches git only through the exec's stdin, read by the clone script
-//! into git's environment-provided configuration (`GIT_CONFIG_*`, an
-//! `http.extraHeader`), so it is in no container or exec definition Docker keeps, in no
-//! file and in no process argument; the remote URL written to `.git/config` carries no
-//! credential. The container reaches the network only through the session's proxy,
-//! which admits the repository host alone during this phase.
+//! During the clone no process of the workload image exists: the workspace volume and
+//! the network namespace are held by Enclave's holder container, which the clone joins.
+//! The credential goes in on the exec's stdin (the delivery Docker chooses), so it is in
+//! no container or exec definition Docker keeps, in no file and in no process argument.
+//! The container reaches the network only through the session's proxy, which admits the
+//! repository host alone during this phase.
 
 use std::collections::HashMap;
 
 use base64::Engine as _;
 use bollard::models::{ContainerCreateBody, Mount, MountType};
-use enclave_core::{ClonePhase, Plan, SessionId};
+use enclave_core::{ClonePhase, CredentialDelivery, Plan, SessionId};
 
 use crate::config::DockerConfig;
 use crate::container_spec::{Limits, Names, WORKSPACE, hardened_host_config};
 use crate::labels;
 
-/// What the clone container runs (through exec, with stdin attached): the first stdin
-/// line is an HTTP header for git (empty without a credential), the rest CA
-/// certificates to trust (possibly none). `$1` is the URL, `$2` the ref.
-pub(crate) const CLONE_SCRIPT: &str = r#"set -eu
-IFS= read -r header || true
-cat > /tmp/extra-ca.pem
-if [ -s /tmp/extra-ca.pem ]; then
-    cat /etc/ssl/certs/ca-certificates.crt /tmp/extra-ca.pem > /tmp/ca.pem
-    export GIT_SSL_CAINFO=/tmp/ca.pem
-fi
-export GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0=http.followRedirects GIT_CONFIG_VALUE_0=false
-if [ -n "$header" ]; then
-    export GIT_CONFIG_KEY_1=http.extraHeader GIT_CONFIG_VALUE_1="$header"
-else
-    export GIT_CONFIG_KEY_1=credential.helper GIT_CONFIG_VALUE_1=
-fi
-unset header
-cd /workspace
-git init -q .
-git remote add origin "$1"
-git fetch -q --depth 1 origin "$2"
-git checkout -q --detach FETCH_HEAD
-git log -1 --format='cloned %H'
-"#;
-
-/// The `Authorization` header for a credential: `user:password` as given, or a bare
-/// token as the password of `x-access-token` (what GitHub and most forges accept).
+/// The `Authorization` header the clone script builds for a credential (`user:password`
+/// as given, or a bare token as the password of `x-access-token`). Docker computes it
+/// only to redact it from the clone's transcript.
 pub(crate) fn auth_header(credential: &str) -> String {
     let pair = if credential.contains(':') { credential.to_owned() } else { format!("x-access-token:{credential}") };
     format!("Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
@@ -55,53 +32,56 @@ pub(crate) fn clone_container_name(session: &SessionId) -> String {
     format!("{}-clone", Names::of(session).container)
 }
 
-/// Arguments of the clone exec.
+/// Arguments of the clone exec: the plan's script, nothing spliced in.
 pub(crate) fn clone_command(clone: &ClonePhase) -> Vec<String> {
-    let git_ref = clone.git_ref.clone().unwrap_or_else(|| "HEAD".to_owned());
-    vec!["sh".into(), "-c".into(), CLONE_SCRIPT.into(), "clone".into(), clone.url.clone(), git_ref]
+    vec!["sh".into(), "-c".into(), clone.script.clone(), "enclave-clone".into()]
 }
 
 /// The clone container: hardened like the workload (gVisor, uid 65534, no capabilities,
-/// read-only root, no new privileges), on the session network, with the proxy as its
-/// only way out.
+/// read-only root, no new privileges), with the plan's clone resources, in the holder's
+/// network namespace (already guarded: the proxy is its only way out) and with the
+/// holder's workspace volume.
 pub(crate) fn clone_container(
     plan: &Plan,
+    clone: &ClonePhase,
     session: &SessionId,
-    network: &str,
     proxy_url: &str,
     config: &DockerConfig,
 ) -> ContainerCreateBody {
     let names = Names::of(session);
     let c = &plan.containment;
-    let memory = i64::try_from(plan.quotas.memory_bytes.max(256 << 20)).unwrap_or(i64::MAX);
-    let env = [
+    let r = &clone.resources;
+    let mut env: Vec<String> =
+        clone.environment(&CredentialDelivery::Stdin).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend([
+        "ENCLAVE_GIT_EXTRA_CA=stdin".to_owned(),
         format!("HTTPS_PROXY={proxy_url}"),
         format!("https_proxy={proxy_url}"),
         "NO_PROXY=".to_owned(),
-        "HOME=/tmp".to_owned(),
-        "GIT_TERMINAL_PROMPT=0".to_owned(),
-        "GIT_CONFIG_NOSYSTEM=1".to_owned(),
-        "PATH=/usr/bin:/bin".to_owned(),
-    ];
+    ]);
     let workspace = Mount {
         target: Some(WORKSPACE.to_owned()),
         source: Some(names.workspace.clone()),
         typ: Some(MountType::VOLUME),
         read_only: Some(false),
-        // The volume is already mounted by the idle workload container.
+        // The volume is already mounted by the holder.
         volume_options: Some(bollard::models::MountVolumeOptions { no_copy: Some(true), ..Default::default() }),
         ..Default::default()
     };
-    let limits = Limits { memory, nano_cpus: 1_000_000_000, pids: 256 };
-    let mut host_config = hardened_host_config(config.gvisor_netns_runtime.clone(), limits, network, vec![workspace]);
-    host_config.tmpfs = Some(HashMap::from([("/tmp".to_owned(), "rw,size=16m,mode=1777".to_owned())]));
-    host_config.dns = Some(Vec::new());
+    let limits = Limits {
+        memory: i64::try_from(r.memory_bytes).unwrap_or(i64::MAX),
+        nano_cpus: i64::try_from(r.cpu_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        pids: i64::from(r.pids),
+    };
+    let network = format!("container:{}", names.holder);
+    let mut host_config = hardened_host_config(config.gvisor_netns_runtime.clone(), limits, &network, vec![workspace]);
+    host_config.tmpfs = Some(HashMap::from([("/tmp".to_owned(), format!("rw,size={},mode=1777", r.scratch_bytes))]));
     ContainerCreateBody {
         image: Some(config.clone_image.clone()),
         user: Some(format!("{}:{}", c.run_as_user, c.run_as_group)),
         entrypoint: Some(vec!["sleep".to_owned()]),
         cmd: Some(vec!["2147483647".to_owned()]),
-        env: Some(env.to_vec()),
+        env: Some(env),
         working_dir: Some(WORKSPACE.to_owned()),
         labels: Some(labels::for_session(session, "clone", &config.scope, config.owner_pid)),
         host_config: Some(host_config),
@@ -125,15 +105,20 @@ mod tests {
 
     #[test]
     fn the_clone_command_carries_no_credential() {
-        let clone = ClonePhase {
-            url: "https://git.example/org/repo.git".into(),
-            scheme: enclave_spec::RepoScheme::Https,
-            host: "git.example".into(),
-            port: 443,
-            git_ref: Some("main".into()),
-            credential: Some("repo-token".into()),
-        };
-        let cmd = clone_command(&clone);
-        assert_eq!(&cmd[3..], ["clone", "https://git.example/org/repo.git", "main"]);
+        let yaml = "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: t\nspec:\n  command: [true]\n  repo:\n    url: https://git.example/org/repo.git\n    ref: main\n    credential: repo-token\n";
+        let parsed = enclave_spec::parse("t.yaml", yaml.as_bytes()).expect("spec");
+        let plan = enclave_core::plan(&parsed.spec, &enclave_core::Policy::default()).expect("plan");
+        let clone = plan.clone_phase().expect("clone");
+        let session = SessionId::new("ses-1").expect("id");
+        let cmd = clone_command(clone);
+        assert_eq!(cmd[2], clone.script, "the plan's one script");
+        let body = clone_container(&plan, clone, &session, "http://10.0.0.1:3128", &DockerConfig::default());
+        let definition = serde_json::to_string(&body).expect("json");
+        assert!(!definition.contains("Authorization"), "no credential form in the definition");
+        let env = body.env.expect("env");
+        assert!(env.contains(&"ENCLAVE_GIT_CREDENTIAL=stdin".to_owned()), "{env:?}");
+        assert!(env.contains(&"GIT_CONFIG_GLOBAL=/dev/null".to_owned()), "{env:?}");
+        let host = body.host_config.expect("host");
+        assert_eq!(host.network_mode.as_deref(), Some("container:enclave-ses-1-holder"), "the holder's guarded netns");
     }
 }

@@ -24,6 +24,9 @@ pub struct DockerConfig {
     pub gvisor_netns_runtime: String,
     /// The image of the clone step (git plus a shell); never used for workloads.
     pub clone_image: String,
+    /// Enclave's own image for the holder container (it needs `sleep`); never the
+    /// tenant's.
+    pub holder_image: String,
     /// Names the egress proxy resolves without DNS (an operator's internal hosts).
     pub static_hosts: HashMap<String, Vec<IpAddr>>,
     /// Private networks the clone step may reach when the repository host is in one
@@ -45,6 +48,7 @@ impl Default for DockerConfig {
             owner_pid: std::process::id(),
             gvisor_netns_runtime: "enclave-runsc-netns".to_owned(),
             clone_image: "enclave/git:latest".to_owned(),
+            holder_image: "enclave/base:latest".to_owned(),
             static_hosts: HashMap::new(),
             trusted_clone_networks: Vec::new(),
             extra_ca_pem: None,

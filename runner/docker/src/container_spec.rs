@@ -21,6 +21,9 @@ pub struct Names {
     pub workspace: String,
     /// The `/tmp` volume.
     pub tmp: String,
+    /// Enclave's holder container: it keeps the volumes mounted and owns the guarded
+    /// network namespace that the clone and the workload join.
+    pub holder: String,
 }
 
 impl Names {
@@ -30,6 +33,7 @@ impl Names {
             container: format!("enclave-{session}"),
             workspace: format!("enclave-{session}-workspace"),
             tmp: format!("enclave-{session}-tmp"),
+            holder: format!("enclave-{session}-holder"),
         }
     }
 }
@@ -89,6 +93,61 @@ pub(crate) fn hardened_host_config(runtime: String, limits: Limits, network: &st
     }
 }
 
+/// Resources of the holder: it runs one idle process of Enclave's base image.
+const HOLDER_MEMORY: i64 = 64 << 20;
+
+/// Enclave's holder container, created before anything else runs: it holds the
+/// session's volumes mounted (a tmpfs volume's content lives only while some container
+/// mounts it) and, for a session with reach, owns the network namespace on the session
+/// network that the host guards before the clone or the workload joins it. It comes from
+/// Enclave's own base image, never the tenant's, so nothing of the workload image runs
+/// before the clone is over.
+pub(crate) fn holder_container(
+    plan: &Plan,
+    session: &SessionId,
+    network: Option<&str>,
+    config: &DockerConfig,
+) -> ContainerCreateBody {
+    let names = Names::of(session);
+    let c = &plan.containment;
+    let volume = |source: &str, target: &str| Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(false),
+        ..Default::default()
+    };
+    // gVisor's own tasks count as pids: about 75 at start.
+    let limits = Limits { memory: HOLDER_MEMORY, nano_cpus: 250_000_000, pids: 128 };
+    let runtime = match (network, c.isolation) {
+        (_, Isolation::HostKernel) => "runc".to_owned(),
+        (Some(_), Isolation::Gvisor) => config.gvisor_netns_runtime.clone(),
+        (None, Isolation::Gvisor) => config.gvisor_runtime.clone(),
+    };
+    let mut host_config = hardened_host_config(
+        runtime,
+        limits,
+        network.unwrap_or("none"),
+        vec![volume(&names.workspace, WORKSPACE), volume(&names.tmp, "/tmp")],
+    );
+    if network.is_some() {
+        host_config.dns = Some(Vec::new());
+    }
+    ContainerCreateBody {
+        image: Some(config.holder_image.clone()),
+        user: Some(format!("{}:{}", c.run_as_user, c.run_as_group)),
+        entrypoint: Some(vec!["sleep".to_owned()]),
+        cmd: Some(vec!["2147483647".to_owned()]),
+        env: Some(Vec::new()),
+        network_disabled: Some(network.is_none()),
+        labels: Some(labels::for_session(session, "holder", &config.scope, config.owner_pid)),
+        host_config: Some(host_config),
+        attach_stdin: Some(false),
+        tty: Some(false),
+        ..Default::default()
+    }
+}
+
 /// The workload container: an idle process that keeps the sandbox alive while the
 /// program (command or steps) runs in it through `exec`, one process per step.
 pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config: &DockerConfig) -> ContainerCreateBody {
@@ -138,23 +197,23 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
     }
 }
 
-/// Puts an allowlist-mode workload on its session network, with the session's proxy as
-/// its only way out: gVisor's host-network mode inside the container's own namespace,
-/// and the proxy in the standard environment variables (the only variables added to the
-/// plan's environment).
+/// Puts an allowlist-mode workload into the holder's network namespace (on the session
+/// network, guarded before the workload container exists), with the session's proxy as
+/// its only way out: gVisor's host-network mode inside that namespace, and the proxy in
+/// the standard environment variables (the only variables added to the plan's
+/// environment).
 pub fn attach_to_proxy(
     body: &mut ContainerCreateBody,
     plan: &Plan,
-    network: &str,
+    holder: &str,
     proxy_url: &str,
     config: &DockerConfig,
 ) {
     if let Some(host) = body.host_config.as_mut() {
-        host.network_mode = Some(network.to_owned());
+        host.network_mode = Some(format!("container:{holder}"));
         if plan.containment.isolation == Isolation::Gvisor {
             host.runtime = Some(config.gvisor_netns_runtime.clone());
         }
-        host.dns = Some(Vec::new());
     }
     body.network_disabled = Some(false);
     let mut env = body.env.take().unwrap_or_default();

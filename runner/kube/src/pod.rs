@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use enclave_core::{Isolation, Plan, Program, SessionId};
+use enclave_core::{CredentialDelivery, Isolation, Plan, Program, SessionId};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec, ResourceRequirements,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
@@ -21,37 +21,6 @@ pub const WORKLOAD_CONTAINER: &str = "workload";
 pub const CLONE_CONTAINER: &str = "clone";
 /// Where the clone container sees the git credential (a file, never an env var).
 const CREDENTIAL_DIR: &str = "/var/run/enclave/git-credential";
-/// Size of the clone container's own scratch space (`$HOME`, git's temporary files).
-const CLONE_TMP_BYTES: u64 = 64 << 20;
-
-/// The git credential helper of the clone step: on `get`, the token from the mounted
-/// Secret file, read when git asks (never copied into the environment or onto disk).
-const CREDENTIAL_HELPER: &str = r#"!f() { test "$1" = get || return 0; echo username=x-access-token; printf "password=%s\n" "$(cat "$ENCLAVE_GIT_TOKEN_FILE")"; }; f"#;
-
-/// The clone script. The URL and ref come in as environment variables, never spliced
-/// into the script. The credential helper is passed with `git -c`, so nothing about it
-/// is written into the cloned repository. It runs in the workspace (the container's
-/// working directory).
-fn clone_script() -> String {
-    format!(
-        r#"set -eu
-git init -q .
-git remote add origin "$ENCLAVE_REPO_URL"
-helper=
-if [ -n "${{ENCLAVE_GIT_TOKEN_FILE:-}}" ]; then
-  helper='{CREDENTIAL_HELPER}'
-fi
-git -c credential.helper="$helper" fetch -q --depth 1 origin "${{ENCLAVE_REPO_REF:-HEAD}}"
-git checkout -q FETCH_HEAD
-# The clone and the workload share the pod's address: the egress proxy revokes the
-# clone's reach on this request and answers only once the revocation is recorded. No
-# answer, no exit 0, and the workload never starts.
-if [ -n "${{ENCLAVE_CLONE_DONE_URL:-}}" ]; then
-  git ls-remote "$ENCLAVE_CLONE_DONE_URL" >/dev/null
-fi
-"#
-    )
-}
 
 /// The pod spec of a session.
 pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) -> PodSpec {
@@ -60,16 +29,13 @@ pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) ->
     let mut volumes = vec![empty_dir("workspace", disk), empty_dir("tmp", disk)];
     let mut init_containers = Vec::new();
     if let Some(clone) = plan.clone_phase() {
-        volumes.push(empty_dir("clone-tmp", CLONE_TMP_BYTES));
-        let mut env = vec![
-            env_var("ENCLAVE_REPO_URL", &clone.url),
-            env_var("HOME", "/tmp"),
-            env_var("GIT_TERMINAL_PROMPT", "0"),
-            env_var("GIT_CONFIG_NOSYSTEM", "1"),
-        ];
-        if let Some(git_ref) = &clone.git_ref {
-            env.push(env_var("ENCLAVE_REPO_REF", git_ref));
-        }
+        volumes.push(empty_dir("clone-tmp", clone.resources.scratch_bytes));
+        // The plan's clone step; Kubernetes delivers the credential as a mounted file.
+        let delivery = match clone.credential {
+            Some(_) => CredentialDelivery::File(format!("{CREDENTIAL_DIR}/token")),
+            None => CredentialDelivery::None,
+        };
+        let mut env: Vec<EnvVar> = clone.environment(&delivery).iter().map(|(k, v)| env_var(k, v)).collect();
         env.extend(proxy_env(config));
         if config.egress_proxy.is_some() {
             env.push(env_var("ENCLAVE_CLONE_DONE_URL", enclave_egress::CLONE_DONE_URL));
@@ -86,7 +52,6 @@ pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) ->
                 }),
                 ..Default::default()
             });
-            env.push(env_var("ENCLAVE_GIT_TOKEN_FILE", &format!("{CREDENTIAL_DIR}/token")));
             mounts.push(VolumeMount {
                 name: "git-credential".to_owned(),
                 mount_path: CREDENTIAL_DIR.to_owned(),
@@ -98,10 +63,10 @@ pub(crate) fn pod_spec(plan: &Plan, session: &SessionId, config: &KubeConfig) ->
             name: CLONE_CONTAINER.to_owned(),
             image: Some(config.clone_image.clone()),
             image_pull_policy: Some("IfNotPresent".to_owned()),
-            command: Some(vec!["sh".to_owned(), "-c".to_owned(), clone_script()]),
+            command: Some(vec!["sh".to_owned(), "-c".to_owned(), clone.script.clone(), "enclave-clone".to_owned()]),
             env: Some(env),
             volume_mounts: Some(mounts),
-            resources: Some(resources(plan, CLONE_TMP_BYTES)),
+            resources: Some(clone_resources(&clone.resources)),
             security_context: Some(container_security(plan)),
             working_dir: Some(WORKSPACE.to_owned()),
             ..Default::default()
@@ -281,6 +246,17 @@ fn runtime_default_seccomp() -> SeccompProfile {
 }
 
 /// Requests equal to limits (Guaranteed QoS): cpu, memory and ephemeral storage.
+/// The clone step's resources, from the plan (Kubernetes has no per-container pids
+/// limit, so `pids` is not applied here).
+fn clone_resources(r: &enclave_core::CloneResources) -> ResourceRequirements {
+    let amounts = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(format!("{}m", r.cpu_millis))),
+        ("memory".to_owned(), Quantity(r.memory_bytes.to_string())),
+        ("ephemeral-storage".to_owned(), Quantity(r.scratch_bytes.to_string())),
+    ]);
+    ResourceRequirements { requests: Some(amounts.clone()), limits: Some(amounts), ..Default::default() }
+}
+
 fn resources(plan: &Plan, ephemeral_bytes: u64) -> ResourceRequirements {
     let q = &plan.quotas;
     let amounts = BTreeMap::from([
@@ -367,34 +343,88 @@ mod tests {
         assert_eq!((lines[1][1].as_str(), lines[1][2].as_str(), lines[1][4].as_str()), ("1", "137", "1"));
     }
 
-    #[test]
-    fn the_credential_helper_answers_get_with_the_token_file_and_nothing_else() {
-        let dir = tempfile::tempdir().expect("dir");
-        let token = dir.path().join("token");
-        std::fs::write(&token, "ghp_helper_test").expect("token");
-        let fill = || {
-            let mut child = Command::new("git")
-                .args(["-c", &format!("credential.helper={CREDENTIAL_HELPER}"), "credential", "fill"])
-                .env("ENCLAVE_GIT_TOKEN_FILE", &token)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .env("HOME", dir.path())
-                .current_dir(dir.path())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("git credential");
-            use std::io::Write as _;
-            child.stdin.take().expect("stdin").write_all(b"protocol=https\nhost=git.example.com\n\n").expect("write");
-            let out = child.wait_with_output().expect("wait");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        let answer = fill();
-        assert!(answer.contains("username=x-access-token\n"), "{answer}");
-        assert!(answer.contains("password=ghp_helper_test\n"), "{answer}");
+    /// The clone init container of a plan, with its credential file pointed at `token`
+    /// and `$HOME` at a path that does not exist yet (the script creates it, as in the
+    /// pod's fresh `/tmp`). The proxy variables are dropped: these runs use no network.
+    fn clone_container_for(p: &Plan, token: &std::path::Path, home: &std::path::Path) -> Container {
+        let mut clone = pod_spec(p, &SessionId::new("ses-1").expect("id"), &KubeConfig::default())
+            .init_containers
+            .and_then(|c| c.into_iter().next())
+            .expect("clone container");
+        clone.env = clone.env.map(|env| {
+            env.into_iter()
+                .filter(|e| !e.name.to_lowercase().ends_with("_proxy") && e.name != "ENCLAVE_CLONE_DONE_URL")
+                .map(|mut e| {
+                    match e.name.as_str() {
+                        "HOME" => e.value = Some(home.display().to_string()),
+                        "ENCLAVE_GIT_CREDENTIAL" => e.value = Some(format!("file:{}", token.display())),
+                        _ => {}
+                    }
+                    e
+                })
+                .collect()
+        });
+        clone
     }
 
     #[test]
-    fn the_clone_script_fetches_the_ref_and_leaves_no_credential_config() {
+    fn the_init_container_runs_the_plans_one_clone_step() {
+        let p = plan(
+            "  repo:\n    url: https://git.example.com/team/app.git\n    credential: repo-token\n  command: [make]\n",
+        );
+        let clone_phase = p.clone_phase().expect("clone");
+        let clone = pod_spec(&p, &SessionId::new("ses-1").expect("id"), &KubeConfig::default())
+            .init_containers
+            .and_then(|c| c.into_iter().next())
+            .expect("clone container");
+        assert_eq!(clone.command.as_ref().expect("command")[2], clone_phase.script, "the same script as Docker's");
+        let env: Vec<(String, String)> =
+            clone.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+        let delivery = CredentialDelivery::File(format!("{CREDENTIAL_DIR}/token"));
+        for pair in clone_phase.environment(&delivery) {
+            assert!(env.contains(&pair), "{pair:?} missing from {env:?}");
+        }
+        let limits = clone.resources.and_then(|r| r.limits).expect("limits");
+        assert_eq!(limits["memory"], Quantity(clone_phase.resources.memory_bytes.to_string()));
+    }
+
+    /// A workspace someone else wrote first: hooks and a `.git/config` that would run
+    /// code and print the credential if git used them.
+    fn plant(workspace: &std::path::Path, marker: &std::path::Path) {
+        let hooks = workspace.join(".git/hooks");
+        std::fs::create_dir_all(&hooks).expect("hooks");
+        let payload = format!("#!/bin/sh\nenv > {}\n", marker.display());
+        for hook in ["post-checkout", "reference-transaction", "pre-fetch"] {
+            std::fs::write(hooks.join(hook), &payload).expect("hook");
+            std::process::Command::new("chmod").arg("+x").arg(hooks.join(hook)).status().expect("chmod");
+        }
+        std::fs::write(
+            workspace.join(".git/config"),
+            format!("[core]\n\tfsmonitor = {}\n\thooksPath = .git/hooks\n", hooks.join("post-checkout").display()),
+        )
+        .expect("config");
+    }
+
+    #[test]
+    fn the_clone_script_refuses_a_workspace_it_did_not_write() {
+        let dir = tempfile::tempdir().expect("dir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ghp_kube_attack").expect("token");
+        let (workspace, marker) = (dir.path().join("workspace"), dir.path().join("leaked"));
+        plant(&workspace, &marker);
+        let p = plan(
+            "  repo:\n    url: https://git.example.com/team/app.git\n    credential: repo-token\n  command: [make]\n",
+        );
+        let clone = clone_container_for(&p, &token, &dir.path().join("home"));
+        let (code, _) = execute(&clone, &workspace);
+        assert_eq!(code, 2, "refused before git ran");
+        assert!(!marker.exists(), "no planted hook or fsmonitor ran");
+    }
+
+    #[test]
+    fn the_clone_script_admits_https_only() {
+        // A local origin reachable without any network: file:// and ext:: transports must
+        // be refused, whatever the URL says (an ext:: URL would run a command).
         let origin = tempfile::tempdir().expect("origin");
         let git = |dir: &std::path::Path, args: &[&str]| {
             let ok = Command::new("git")
@@ -411,38 +441,30 @@ mod tests {
         std::fs::write(origin.path().join("README"), "v1\n").expect("write");
         git(origin.path(), &["add", "README"]);
         git(origin.path(), &["commit", "-qm", "one"]);
-        git(origin.path(), &["tag", "v1"]);
-        std::fs::write(origin.path().join("README"), "v2\n").expect("write");
-        git(origin.path(), &["commit", "-qam", "two"]);
-
-        let p = plan("  repo:\n    url: https://git.example.com/team/app.git\n    ref: v1\n  command: [make]\n");
-        let clone = pod_spec(&p, &SessionId::new("ses-1").expect("id"), &KubeConfig::default())
-            .init_containers
-            .and_then(|c| c.into_iter().next())
-            .expect("clone container");
-        let workspace = tempfile::tempdir().expect("workspace");
-        let mut clone = clone;
-        // The proxy is the cluster's; a local file:// fetch needs none (nor its end-of-clone
-        // signal, which tests/tests/kube_egress.rs plays against a real proxy).
-        clone.env = clone.env.map(|env| {
-            env.into_iter()
-                .filter(|e| !e.name.to_lowercase().ends_with("_proxy") && e.name != "ENCLAVE_CLONE_DONE_URL")
-                .collect()
-        });
-        let home = tempfile::tempdir().expect("home");
-        // The origin is a local repository standing in for the remote (tests use no
-        // network); HOME is a scratch directory as /tmp is in the pod.
-        for var in clone.env.iter_mut().flatten() {
-            match var.name.as_str() {
-                "HOME" => var.value = Some(home.path().display().to_string()),
-                "ENCLAVE_REPO_URL" => var.value = Some(format!("file://{}", origin.path().display())),
-                _ => {}
+        let dir = tempfile::tempdir().expect("dir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ghp_kube_attack").expect("token");
+        let marker = dir.path().join("ext-ran");
+        let p = plan(
+            "  repo:\n    url: https://git.example.com/team/app.git\n    credential: repo-token\n  command: [make]\n",
+        );
+        for (i, url) in
+            [format!("file://{}", origin.path().display()), format!("ext::sh -c touch% {}", marker.display())]
+                .iter()
+                .enumerate()
+        {
+            let workspace = dir.path().join(format!("workspace-{i}"));
+            std::fs::create_dir(&workspace).expect("workspace");
+            let mut clone = clone_container_for(&p, &token, &dir.path().join(format!("home-{i}")));
+            for var in clone.env.iter_mut().flatten() {
+                if var.name == "ENCLAVE_REPO_URL" {
+                    var.value = Some(url.clone());
+                }
             }
+            let (code, _) = execute(&clone, &workspace);
+            assert_ne!(code, 0, "{url} refused");
+            assert!(!workspace.join("README").exists(), "{url}: nothing fetched");
         }
-        let (code, _) = execute(&clone, workspace.path());
-        assert_eq!(code, 0);
-        assert_eq!(std::fs::read_to_string(workspace.path().join("README")).expect("readme"), "v1\n");
-        let config = std::fs::read_to_string(workspace.path().join(".git/config")).expect("config");
-        assert!(!config.contains("credential"), "{config}");
+        assert!(!marker.exists(), "the ext:: command never ran");
     }
 }

@@ -175,15 +175,16 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
     let outcome = runtime.block_on(async {
         let clock = orchestrator.clock_for(&session);
         let modelled = enclave_sim::modelled_cancel(&plan).map(|after| clock.sleep(after));
+        // SIGINT and SIGTERM are caught from here on, before the backend creates anything:
+        // a signal during the launch or the clone is a cancel (torn down, audited), never
+        // the default death, and a background run (SIGINT ignored by its shell) still
+        // hears it. If a signal cannot be watched, never cancel rather than cancel at once.
+        let signals = interrupts();
         let cancel = async move {
-            match modelled {
-                Some(sleep) => sleep.await,
-                None => {
-                    // If Ctrl-C cannot be watched, never cancel rather than cancel at once.
-                    if tokio::signal::ctrl_c().await.is_err() {
-                        futures::future::pending::<()>().await;
-                    }
-                }
+            match (modelled, signals) {
+                (Some(sleep), _) => sleep.await,
+                (None, Some(mut signals)) => signals.wait().await,
+                (None, None) => futures::future::pending::<()>().await,
             }
         }
         .boxed();
@@ -375,4 +376,28 @@ pub(crate) fn print_result_summary(result: &SessionResult) {
     }
     println!("plan         {}", result.plan_digest);
     println!("audit        {}", result.audit_digest);
+}
+
+/// SIGINT and SIGTERM, registered at once (a registration only on first poll would let
+/// a signal that comes earlier kill the process with nothing torn down).
+struct Interrupts {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+fn interrupts() -> Option<Interrupts> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Some(Interrupts {
+        interrupt: signal(SignalKind::interrupt()).ok()?,
+        terminate: signal(SignalKind::terminate()).ok()?,
+    })
 }

@@ -28,8 +28,20 @@ impl GitServer {
     /// Serves one repository `app.git` (branch `main`, one commit with README.md
     /// containing `readme`) to clients presenting `user:password`.
     pub async fn start(tls: Arc<rustls::ServerConfig>, user: &str, password: &str, readme: &str) -> Self {
+        Self::start_with(tls, user, password, readme, |_| {}).await
+    }
+
+    /// As [`GitServer::start`], with `extra` writing more files into the commit (a
+    /// hostile repository's content).
+    pub async fn start_with(
+        tls: Arc<rustls::ServerConfig>,
+        user: &str,
+        password: &str,
+        readme: &str,
+        extra: impl FnOnce(&Path),
+    ) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
-        make_repo(root.path(), readme);
+        make_repo(root.path(), readme, extra);
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let expected =
@@ -73,12 +85,13 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?} failed");
 }
 
-fn make_repo(root: &Path, readme: &str) {
+fn make_repo(root: &Path, readme: &str, extra: impl FnOnce(&Path)) {
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     git(&work, &["init", "-q", "-b", "main"]);
     std::fs::write(work.join("README.md"), readme).expect("write");
-    git(&work, &["add", "README.md"]);
+    extra(&work);
+    git(&work, &["add", "-A"]);
     git(&work, &["-c", "user.name=t", "-c", "user.email=t@e.test", "commit", "-q", "-m", "first"]);
     git(root, &["clone", "-q", "--bare", "work", "app.git"]);
 }

@@ -622,3 +622,101 @@ fn secret_and_docker_settings_are_checked_before_anything_runs() {
     assert_eq!(network.code, 2, "{network:?}");
     assert!(sandbox.audit_files().is_empty(), "no session was started");
 }
+
+/// Whether a Docker daemon answers; outside CI a test without one is skipped loudly.
+fn docker_available() -> bool {
+    let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    assert!(ok || std::env::var("CI").as_deref() != Ok("true"), "Docker is required in CI");
+    if !ok {
+        eprintln!("SKIPPED: Docker is not available here; CI runs this test");
+    }
+    ok
+}
+
+/// `enclave run --backend docker` of a session whose repository host accepts and never
+/// answers, interrupted with SIGINT once the clone hangs: the session must end the
+/// normal way (cancelled, audited, torn down). `ignore_sigint` starts it as a shell's
+/// background job does, with SIGINT ignored.
+fn interrupted_clone(ignore_sigint: bool) {
+    if !docker_available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = stall.local_addr().expect("addr").port();
+    let spec = sandbox.write(
+        "clone.yaml",
+        &format!(
+            "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: interrupted-clone\nspec:\n  repo:\n    url: https://git.enclave.test:{port}/app.git\n  command: [\"true\"]\n"
+        ),
+    );
+    let sessions = sandbox.sessions_dir().display().to_string();
+    let args = [
+        "run",
+        &spec.display().to_string(),
+        "--backend",
+        "docker",
+        "--sessions-dir",
+        &sessions,
+        "--trust-clone-network",
+        "127.0.0.1/32",
+        "--static-host",
+        "git.enclave.test=127.0.0.1",
+    ]
+    .map(str::to_owned);
+    let mut command = if ignore_sigint {
+        // `trap '' INT` sets SIGINT to ignored, and exec keeps that disposition.
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("trap '' INT; exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_enclave")).args(&args);
+        c
+    } else {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_enclave"));
+        c.args(&args);
+        c
+    };
+    let child = command
+        .current_dir(sandbox.path())
+        .env_remove("ENCLAVE_SESSIONS_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn enclave");
+    // The clone's connection arrives through the proxy: the session is in its clone phase.
+    let (held, _) = stall.accept().expect("the clone connects");
+    let signal = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(signal.success());
+    let out = child.wait_with_output().expect("wait");
+    drop(held);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "killed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    let audit = sandbox.audit_files();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    let records = std::fs::read_to_string(&audit[0]).expect("audit");
+    for kind in ["\"kill\"", "\"teardown\""] {
+        assert!(records.contains(kind), "{kind} recorded: {records}");
+    }
+    let session =
+        audit[0].file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".audit.jsonl")).expect("id");
+    let label = format!("label=dev.enclave.session={session}");
+    for listing in [
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["volume", "ls", "-q", "--filter", &label],
+        vec!["network", "ls", "-q", "--filter", &label],
+    ] {
+        let left = Command::new("docker").args(&listing).output().expect("docker");
+        assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "{listing:?} left behind");
+    }
+    let rules = Command::new("iptables").args(["-S", "INPUT"]).output().expect("iptables");
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains(session), "firewall rules left behind");
+}
+
+#[test]
+fn run_docker_sigint_during_the_clone_cancels_and_tears_down() {
+    interrupted_clone(false);
+}
+
+#[test]
+fn run_docker_sigint_during_the_clone_of_a_background_run_cancels_and_tears_down() {
+    interrupted_clone(true);
+}

@@ -35,6 +35,11 @@ use crate::container_spec::{
 use crate::error::DockerError;
 use crate::network;
 
+/// Most bytes of the clone's output kept while it runs (its tail).
+const TRANSCRIPT_TAIL_BYTES: usize = 8 << 10;
+/// Most characters of one output line in the clone's detail.
+const DETAIL_LINE_CHARS: usize = 512;
+
 /// How a clone ended.
 struct CloneOutcome {
     code: i32,
@@ -317,7 +322,12 @@ impl DockerBackend {
                 tokio::select! {
                     item = output.next() => match item {
                         Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
+                            // Only a bounded tail is kept: the repository host writes
+                            // into git's output, and may write without end.
                             transcript.extend_from_slice(&message);
+                            if transcript.len() > TRANSCRIPT_TAIL_BYTES {
+                                transcript.drain(..transcript.len() - TRANSCRIPT_TAIL_BYTES);
+                            }
                         }
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => break,
@@ -341,7 +351,11 @@ impl DockerBackend {
             redact.extend(header.split_once("Basic ").map(|(_, b64)| enclave_core::Secret::new(b64)));
         }
         let redactor = enclave_core::Redactor::new(&redact);
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.chars().take(DETAIL_LINE_CHARS).collect())
+            .collect();
         let detail = redactor.redact(&lines[lines.len().saturating_sub(4)..].join("; "));
         let detail = if detail.is_empty() { format!("git exited with {code}") } else { detail };
         Ok(CloneOutcome { code, detail })

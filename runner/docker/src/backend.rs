@@ -36,6 +36,8 @@ use crate::error::DockerError;
 use crate::network;
 
 /// Most bytes of the clone's output kept while it runs (its tail).
+/// How long a failed clone exec waits to see whether its sandbox exited too.
+const SANDBOX_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const TRANSCRIPT_TAIL_BYTES: usize = 8 << 10;
 /// Most characters of one output line in the clone's detail.
 const DETAIL_LINE_CHARS: usize = 512;
@@ -340,6 +342,15 @@ impl DockerBackend {
         }
         let inspect = self.docker.inspect_exec(&exec.id).await.map_err(DockerError::call("clone exec inspect"))?;
         let code = inspect.exit_code.map_or(128, |c| i32::try_from(c).unwrap_or(128));
+        // A sandbox that dies under the exec may end the exec's stream (with runsc's own
+        // words about the lost process) a moment before Docker sees the container exit:
+        // a failed exec looks for that exit before it is read as git's failure.
+        if code != 0 && tokio::time::timeout(SANDBOX_EXIT_GRACE, sandbox_exit.next()).await.is_ok() {
+            return Ok(CloneOutcome {
+                code: 128,
+                detail: "the clone's sandbox exited before the clone finished".to_owned(),
+            });
+        }
         // git's own words, last lines only; the orchestrator redacts secret values again.
         let text = String::from_utf8_lossy(&transcript).to_string();
         // The header's own form (basic auth of `user:token`) is redacted too: it is not a

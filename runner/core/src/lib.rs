@@ -23,6 +23,7 @@ mod planner;
 mod quota;
 mod result;
 mod secret;
+mod secret_forms;
 mod session_id;
 
 pub use address::{AddressClass, classify, effective_address, embedded_ipv4, special_ranges};

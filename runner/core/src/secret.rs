@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use zeroize::Zeroizing;
+
+use crate::secret_forms::SecretForms;
 
 /// A secret value. No `Debug`, `Display`, `Serialize` or `Clone` of the value.
 pub struct Secret(Zeroizing<String>);
@@ -69,61 +70,43 @@ impl SecretStore for MemorySecrets {
     }
 }
 
-/// Replaces every secret value, and its base64 forms, with `***` in text bound for
-/// logs, events and API responses.
+/// Replaces every secret value, and its common encodings (see [`crate::secret_forms`]),
+/// with `***` in text bound for logs, events and API responses; and finds them in bytes
+/// that cannot be rewritten in place.
 pub struct Redactor {
-    needles: Vec<Zeroizing<String>>,
+    forms: SecretForms,
 }
 
 impl Redactor {
     /// Shortest value redacted: shorter ones would mangle ordinary text.
-    pub const MIN_LEN: usize = 4;
+    pub const MIN_LEN: usize = crate::secret_forms::MIN_LEN;
 
     /// Builds a redactor for these values.
     pub fn new(values: &[Secret]) -> Self {
-        let engines = [
-            &base64::engine::general_purpose::STANDARD,
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            &base64::engine::general_purpose::URL_SAFE,
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        ];
-        let mut needles: Vec<Zeroizing<String>> = Vec::new();
-        for value in values {
-            let raw = value.expose();
-            if raw.len() < Self::MIN_LEN {
-                continue;
-            }
-            needles.push(Zeroizing::new(raw.to_owned()));
-            for engine in engines {
-                needles.push(Zeroizing::new(engine.encode(raw.as_bytes())));
-            }
-        }
-        // Longest first, so a value is never half-replaced by a shorter needle.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        needles.dedup_by(|a, b| **a == **b);
-        Self { needles }
+        Self { forms: SecretForms::new(values.iter().map(Secret::expose)) }
     }
 
     /// Whether there is nothing to redact.
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.forms.is_empty()
     }
 
     /// The text with every secret form replaced by `***`.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = out.replace(needle.as_str(), "***");
-            }
-        }
-        out
+        self.forms.redact(text)
+    }
+
+    /// Whether the bytes hold a secret value in one of its forms at any offset, decoded
+    /// however percent-escapes, JSON escapes and line breaks mix.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        self.forms.found_in(bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn redacts_values_and_their_base64_forms() {

@@ -8,7 +8,9 @@
 //! the CONNECT host; plain HTTP is rebuilt with a trustworthy `Host` and without
 //! hop-by-hop or `Proxy-*` headers, and ambiguous framing is refused. Service bindings
 //! are called by the workload over plain HTTP; the proxy checks the binding's scope,
-//! sets its credential header and talks verified TLS to the binding's host only.
+//! sets its credential header and talks verified TLS to the binding's host only; what
+//! comes back is decoded, rebuilt and searched for the credential's common forms
+//! (`binding_response`).
 //!
 //! Every decision and binding use is recorded; if it cannot be recorded, the proxy
 //! denies.
@@ -17,6 +19,7 @@
 //! cluster's sessions), [`serve_directory`] names the session by the connection's source
 //! address through a [`Directory`].
 
+mod binding_response;
 mod directory;
 mod proxy;
 mod record;

@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::binding_response;
 use crate::record::Recorder;
 use crate::resolve::Resolve;
 use crate::sni::{Hello, read_hello};
@@ -459,17 +460,21 @@ impl SessionProxy {
             return text(StatusCode::FORBIDDEN, "enclave egress: the audit log cannot be written");
         }
         let response = self.binding_upstream(binding, addrs, req, header_name, value).await;
-        let (response, status) = match response {
-            Ok(response) => {
+        let (response, status, note) = match response {
+            Ok((response, note)) => {
                 let status = response.status().as_u16();
-                (response, Some(status))
+                (response, Some(status), note)
             }
-            Err(e) => (text(StatusCode::BAD_GATEWAY, &format!("enclave egress: binding {}: {e}", binding.name)), None),
+            Err(e) => {
+                let response = text(StatusCode::BAD_GATEWAY, &format!("enclave egress: binding {}: {e}", binding.name));
+                (response, None, Some(e))
+            }
         };
-        self.cfg.recorder.record(used(true, status, None)).await;
+        self.cfg.recorder.record(used(true, status, note)).await;
         response
     }
 
+    /// The call itself; `Ok` carries what was held back from the answer, if anything.
     async fn binding_upstream(
         &self,
         binding: &BindingPlan,
@@ -477,7 +482,7 @@ impl SessionProxy {
         req: Request<Incoming>,
         header_name: HeaderName,
         value: HeaderValue,
-    ) -> Result<Response<ProxyBody>, String> {
+    ) -> Result<(Response<ProxyBody>, Option<String>), String> {
         let stream = dial(addrs, binding.port).await.ok_or_else(|| format!("cannot connect to {}", binding.host))?;
         let server_name = rustls::pki_types::ServerName::try_from(binding.host.clone())
             .map_err(|e| format!("invalid server name {}: {e}", binding.host))?;
@@ -487,6 +492,7 @@ impl SessionProxy {
             .map_err(|e| format!("TLS with {}: {e}", binding.host))?;
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        binding_response::prepare_request(&mut parts.headers);
         let host_header =
             if binding.port == 443 { binding.host.clone() } else { format!("{}:{}", binding.host, binding.port) };
         parts.headers.insert(header::HOST, HeaderValue::from_str(&host_header).map_err(|e| e.to_string())?);
@@ -497,39 +503,17 @@ impl SessionProxy {
         let response = send(TokioIo::new(tls), Request::from_parts(parts, body)).await?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        // An upstream that echoes the credential back does not hand it to the workload.
-        let names: Vec<HeaderName> = parts
-            .headers
-            .iter()
-            .filter(|(_, v)| v.to_str().map_or(true, |s| self.redactor.redact(s) != s))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            parts.headers.remove(name);
-        }
         let collected = Limited::new(body, MAX_BINDING_RESPONSE)
             .collect()
             .await
             .map_err(|e| format!("reading the response: {e}"))?
             .to_bytes();
-        let body = match std::str::from_utf8(&collected) {
-            Ok(text) => Bytes::from(self.redactor.redact(text)),
-            Err(_) => redact_bytes(&self.redactor, &collected),
-        };
-        Ok(Response::from_parts(parts, full(body)))
+        // An upstream that echoes the credential back, in any common form, does not hand
+        // it to the workload.
+        let (body, withheld) =
+            binding_response::withhold(&self.redactor, &mut parts, &collected, MAX_BINDING_RESPONSE)?;
+        Ok((Response::from_parts(parts, full(body)), withheld.note()))
     }
-}
-
-/// Redacts a non-UTF-8 body: secret values are ASCII, so a lossless byte-level
-/// replacement over the ASCII view is enough.
-fn redact_bytes(redactor: &Redactor, bytes: &[u8]) -> Bytes {
-    let latin: String = bytes.iter().map(|b| char::from(*b)).collect();
-    let redacted = redactor.redact(&latin);
-    if redacted == latin {
-        return Bytes::copy_from_slice(bytes);
-    }
-    Bytes::from(redacted.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect::<Vec<u8>>())
 }
 
 /// The most header bytes a request may have.

@@ -103,6 +103,8 @@ impl TestCa {
 
 /// How a canary answers a request (given the raw request head and body).
 pub type Reply = Arc<dyn Fn(&str) -> String + Send + Sync>;
+/// How a canary answers, in bytes.
+pub type RawReply = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
 
 /// An HTTP(S) server on a loopback address that records every connection and request.
 #[derive(Clone)]
@@ -125,6 +127,11 @@ impl Canary {
 
     /// A canary with its own reply.
     pub async fn start(ip: Ipv4Addr, tls: Option<Arc<rustls::ServerConfig>>, reply: Reply) -> Self {
+        Self::start_raw(ip, tls, Arc::new(move |request: &str| reply(request).into_bytes())).await
+    }
+
+    /// A canary whose reply is raw bytes (a compressed body, a hostile status line).
+    pub async fn start_raw(ip: Ipv4Addr, tls: Option<Arc<rustls::ServerConfig>>, reply: RawReply) -> Self {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind canary");
         let canary =
             Self { addr: listener.local_addr().expect("addr"), connections: Arc::default(), requests: Arc::default() };
@@ -150,10 +157,10 @@ impl Canary {
         canary
     }
 
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S, reply: Reply) {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S, reply: RawReply) {
         let Some(request) = read_request(&mut stream).await else { return };
         self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
-        let _ = stream.write_all(reply(&request).as_bytes()).await;
+        let _ = stream.write_all(&reply(&request)).await;
         let _ = stream.shutdown().await;
     }
 

@@ -73,7 +73,9 @@ fn bench_plan(upstream: SocketAddr) -> Plan {
         upstream.port()
     );
     let parsed = enclave_spec::parse("bench.yaml", yaml.as_bytes()).unwrap();
-    enclave_core::plan(&parsed.spec, &Policy::default()).unwrap()
+    // The upstream is on this host's loopback: the operator's unsafe test setting.
+    let policy = Policy { host_loopback: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() };
+    enclave_core::plan(&parsed.spec, &policy).unwrap()
 }
 
 async fn enclave_proxy(upstream: SocketAddr) -> (SocketAddr, enclave_egress::ProxyTask) {
@@ -83,6 +85,7 @@ async fn enclave_proxy(upstream: SocketAddr) -> (SocketAddr, enclave_egress::Pro
         resolver: Arc::new(StaticResolver::default()),
         recorder: Arc::new(Discard),
         proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        host_addresses: enclave_egress::HostAddresses::Live,
         trusted_clone_networks: Vec::new(),
         upstream_tls: enclave_egress::upstream_tls(&[]).unwrap(),
         phase: EgressPhase::Run,
@@ -118,6 +121,7 @@ async fn relayed_proxy(relay: SocketAddr, session: &SessionId) -> (SocketAddr, D
         resolver: Arc::new(StaticResolver::default()),
         recorder: client.recorder(session),
         proxy_addresses: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5))],
+        host_addresses: enclave_egress::HostAddresses::Live,
         trusted_clone_networks: Vec::new(),
         upstream_tls: enclave_egress::upstream_tls(&[]).unwrap(),
         phase: EgressPhase::Run,

@@ -157,7 +157,7 @@ fn a_reflecting_upstream_gets_no_form_of_the_credential_back_to_the_workload() {
 "#,
         binding = common::api_binding_yaml(upstream.port())
     );
-    let plan = plan_with("attack-binding", &body, &enclave_core::Policy::default());
+    let plan = plan_with("attack-binding", &body, &loopback_policy());
     let mut secrets = MemorySecrets::default();
     secrets.insert("api-token", Secret::new(SECRET));
     let mut kept = KeptBundle::default();

@@ -125,7 +125,7 @@ fn a_hostile_workload_image_runs_nothing_before_the_clone_is_over() {
 "#,
         port = server.addr.port()
     );
-    let plan = plan_with("hostile-keeper", &body, &enclave_core::Policy::default());
+    let plan = plan_with("hostile-keeper", &body, &loopback_policy());
     let mut kept = KeptBundle::default();
     let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(), None, Some(&mut kept));
     assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
@@ -164,7 +164,7 @@ fn a_hostile_repository_is_refused_by_fsck() {
         "  repo:\n    url: https://git.enclave.test:{}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n  command: [cat, README.md]\n",
         server.addr.port()
     );
-    let plan = plan_with("hostile-repo", &body, &enclave_core::Policy::default());
+    let plan = plan_with("hostile-repo", &body, &loopback_policy());
     let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
     let finished = outcome.audit.iter().find_map(|r| match &r.event {
         AuditEvent::CloneFinished { ok, detail } => Some((*ok, detail.clone())),
@@ -232,7 +232,7 @@ fn the_deadline_covers_a_hanging_clone() {
     let ca = TestCa::new();
     let Some(backend) = backend(&rt, clone_config(&ca, "default")) else { return };
     let stall = Stall::start();
-    let plan = plan_with("clone-deadline", &stall.spec("8s"), &enclave_core::Policy::default());
+    let plan = plan_with("clone-deadline", &stall.spec("8s"), &loopback_policy());
     let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
     assert!(stall.accepted.load(std::sync::atomic::Ordering::SeqCst) > 0, "the clone reached the stalling host");
     assert!(
@@ -251,7 +251,7 @@ fn a_cancel_during_the_clone_ends_the_session_cancelled() {
     let ca = TestCa::new();
     let Some(backend) = backend(&rt, clone_config(&ca, "default")) else { return };
     let stall = Stall::start();
-    let plan = plan_with("clone-cancel", &stall.spec("10m"), &enclave_core::Policy::default());
+    let plan = plan_with("clone-cancel", &stall.spec("10m"), &loopback_policy());
     let outcome = run(&rt, backend.clone(), &plan, secrets(), Some(Duration::from_secs(6)));
     assert!(stall.accepted.load(std::sync::atomic::Ordering::SeqCst) > 0, "the clone reached the stalling host");
     assert!(
@@ -270,7 +270,7 @@ fn a_dead_clone_sandbox_ends_the_clone_at_once() {
     let scope = format!("clone-death-{}", std::process::id());
     let Some(backend) = backend(&rt, clone_config(&ca, &scope)) else { return };
     let stall = Stall::start();
-    let plan = plan_with("clone-death", &stall.spec("10m"), &enclave_core::Policy::default());
+    let plan = plan_with("clone-death", &stall.spec("10m"), &loopback_policy());
     let killer = {
         let scope = scope.clone();
         let accepted = stall.accepted.clone();

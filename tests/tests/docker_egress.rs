@@ -88,7 +88,7 @@ fn the_clone_step_alone_holds_the_credential() {
         ls -la /workspace /tmp > out/listing.txt
         nc -z -w 2 127.0.0.1 1 2>/dev/null; echo "network-free: $?"
 "#;
-    let plan = plan_with("clone-secret", &clone_spec(server.addr.port(), steps), &enclave_core::Policy::default());
+    let plan = plan_with("clone-secret", &clone_spec(server.addr.port(), steps), &loopback_policy());
     let mut kept = KeptBundle::default();
     let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(TOKEN), None, Some(&mut kept));
 
@@ -131,7 +131,7 @@ fn a_wrong_credential_fails_the_clone_and_starts_no_workload() {
     let Some(backend) = backend(&rt, clone_config(&ca)) else { return };
     let server = rt.block_on(GitServer::start(ca.server_config(&["git.enclave.test"]), "x-access-token", TOKEN, "x\n"));
     let steps = "    - name: never\n      run: echo workload-ran\n";
-    let plan = plan_with("clone-denied", &clone_spec(server.addr.port(), steps), &enclave_core::Policy::default());
+    let plan = plan_with("clone-denied", &clone_spec(server.addr.port(), steps), &loopback_policy());
     let outcome = run(&rt, backend.clone(), &plan, secrets("not-the-token-0000"), None);
     assert!(matches!(outcome.result.status, SessionStatus::Failed { exit_code: 128 }), "{:#?}", outcome.result);
     assert!(!outcome.stdout().join("\n").contains("workload-ran"));
@@ -240,7 +240,12 @@ fn an_allowlist_workload_reaches_only_its_proxy() {
         check proxy-port-open 'reach "$gw" "${{http_proxy##*:}}"'
 "#
     );
-    let plan = plan_with("allowlist-e2e", &body, &enclave_core::Policy::default());
+    // The canaries are on the test's own Docker network: the operator lists their addresses.
+    let policy = enclave_core::Policy {
+        allow_networks: vec![format!("{allowed}/32").parse().unwrap(), format!("{denied}/32").parse().unwrap()],
+        ..enclave_core::Policy::default()
+    };
+    let plan = plan_with("allowlist-e2e", &body, &policy);
     let outcome = run(&rt, backend.clone(), &plan, Arc::new(MemorySecrets::default()), None);
     let stdout = outcome.stdout();
     let failed: Vec<&String> = stdout.iter().filter(|l| l.starts_with("FAIL")).collect();
@@ -291,7 +296,7 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
 "#,
         binding = common::api_binding_yaml(upstream.port())
     );
-    let plan = plan_with("binding-e2e", &body, &enclave_core::Policy::default());
+    let plan = plan_with("binding-e2e", &body, &loopback_policy());
     let mut secrets = MemorySecrets::default();
     secrets.insert("api-token", Secret::new(SECRET));
     let mut kept = KeptBundle::default();
@@ -317,7 +322,7 @@ fn an_abandoned_allowlist_session_is_reaped_with_its_network_and_firewall_rules(
     let scope = DockerConfig { scope: format!("net-reaper-{}", std::process::id()), ..DockerConfig::default() };
     let Some(backend) = backend(&rt, scope) else { return };
     let body = "  image: enclave/base:latest\n  egress:\n    mode: allowlist\n    allow:\n      - host: example.test\n        ports: [443]\n  command: [sleep, \"600\"]\n";
-    let plan = plan_with("net-orphan", body, &enclave_core::Policy::default());
+    let plan = plan_with("net-orphan", body, &loopback_policy());
     let orphan = session_id("net-orphan");
     let (events, _receiver) = futures::channel::mpsc::unbounded();
     rt.block_on(backend.launch(&orphan, &plan, &MemorySecrets::default(), events)).unwrap();
@@ -344,7 +349,7 @@ fn one_session_cannot_reach_another_sessions_proxy() {
     let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
     // Session B: an allowlist session left running (its proxy listening on its gateway).
     let body_b = "  image: enclave/base:latest\n  egress:\n    mode: allowlist\n    allow:\n      - host: example.test\n        ports: [443]\n  command: [sleep, \"600\"]\n";
-    let plan_b = plan_with("session-b", body_b, &enclave_core::Policy::default());
+    let plan_b = plan_with("session-b", body_b, &loopback_policy());
     let b = session_id("session-b");
     let (events, _receiver) = futures::channel::mpsc::unbounded();
     rt.block_on(backend.launch(&b, &plan_b, &MemorySecrets::default(), events)).unwrap();
@@ -372,7 +377,7 @@ fn one_session_cannot_reach_another_sessions_proxy() {
         if timeout 8 nc -w 3 "$gw" {b_port} </dev/null >/dev/null 2>&1; then echo "FAIL B's port on A's gateway"; else echo "PASS B's port closed on A's gateway"; fi
 "#
     );
-    let plan_a = plan_with("session-a", &body_a, &enclave_core::Policy::default());
+    let plan_a = plan_with("session-a", &body_a, &loopback_policy());
     let outcome = run(&rt, backend.clone(), &plan_a, Arc::new(MemorySecrets::default()), None);
     let report = rt.block_on(backend.teardown(&b)).unwrap();
     assert!(report.failed.is_empty(), "{report:?}");

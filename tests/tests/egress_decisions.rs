@@ -7,6 +7,8 @@
 //! nothing here resolves a name or opens a connection. DNS answers (including
 //! rebinding) are modelled with `Resolution::Resolved`.
 
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enclave_core::Resolution::{NotModelled, Resolved};
@@ -24,6 +26,16 @@ const CLONE: EgressPhase = EgressPhase::Clone;
 /// proxy-self check can be what stops them.
 const PROXY: [IpAddr; 2] =
     [IpAddr::V4(Ipv4Addr::new(10, 1, 200, 1)), IpAddr::V6(Ipv6Addr::new(0xfd12, 0x3456, 0, 0, 0, 0, 0, 0x200))];
+
+/// The host's own addresses in every row (what the proxy reads from its kernel): one
+/// inside `allow[2]`, one inside `allow[5]`, a Docker bridge gateway and an IPv6 one
+/// inside `allow[6]`, so only the host-address check can be what stops them.
+const HOST: [IpAddr; 4] = [
+    IpAddr::V4(Ipv4Addr::new(10, 1, 77, 1)),
+    IpAddr::V4(Ipv4Addr::new(192, 168, 7, 9)),
+    IpAddr::V4(Ipv4Addr::new(172, 17, 0, 1)),
+    IpAddr::V6(Ipv6Addr::new(0xfd12, 0x3456, 0, 0, 0, 0, 0, 0x77)),
+];
 
 /// An allowlist session with a repo, host rules, CIDR rules inside special ranges, a
 /// public CIDR rule and two bindings. Rule ids follow the order below.
@@ -49,7 +61,7 @@ spec:
         ports: [53]
       - cidr: 100.64.1.0/24      # allow[4]: inside CGNAT
         ports: [443]
-      - cidr: 169.254.1.0/24     # allow[5]: inside link-local, not the metadata address
+      - cidr: 192.168.7.0/24     # allow[5]: inside 192.168.0.0/16
         ports: [443]
       - cidr: "fd12:3456::/32"   # allow[6]: inside fc00::/7
         ports: [443]
@@ -117,7 +129,13 @@ fn plans() -> Plans {
 fn plan_of(yaml: &str) -> Plan {
     let parsed =
         enclave_spec::parse("inline.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("spec refused: {:#?}", e.errors));
-    enclave_core::plan(&parsed.spec, &Policy::default()).unwrap_or_else(|e| panic!("spec not planned: {e}"))
+    enclave_core::plan(&parsed.spec, &table_policy()).unwrap_or_else(|e| panic!("spec not planned: {e}"))
+}
+
+/// The operator lists the private ranges the table's rules name.
+fn table_policy() -> Policy {
+    let nets = ["10.0.0.0/8", "100.64.0.0/10", "192.168.0.0/16", "fc00::/7"];
+    Policy { allow_networks: nets.iter().map(|n| n.parse().unwrap()).collect(), ..Policy::default() }
 }
 
 fn binding<'a>(plan: &'a Plan, name: &str) -> &'a BindingPlan {
@@ -153,8 +171,16 @@ fn special(address: &str, class: AddressClass) -> Decision {
     deny(DenyReason::SpecialAddress { address: ip(address), class })
 }
 
+fn never(address: &str, class: AddressClass) -> Decision {
+    deny(DenyReason::NeverReachable { address: ip(address), class })
+}
+
 fn metadata(address: &str) -> Decision {
     deny(DenyReason::Metadata { address: ip(address) })
+}
+
+fn host_address(address: &str) -> Decision {
+    deny(DenyReason::HostAddress { address: ip(address) })
 }
 
 fn proxy_self(address: &str) -> Decision {
@@ -187,7 +213,13 @@ fn check(rows: &[Row<'_>]) {
     for row in rows {
         match row {
             Connect(plan, phase, host, port, dns, want) => {
-                let ctx = DecisionContext { plan, phase: *phase, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
+                let ctx = DecisionContext {
+                    plan,
+                    phase: *phase,
+                    proxy_addresses: &PROXY,
+                    host_addresses: &HOST,
+                    trusted_clone_networks: &[],
+                };
                 let got = decide(&ctx, host, *port, *dns);
                 if got != *want {
                     failures.push(format!(
@@ -387,7 +419,13 @@ fn egress_host_rule_cannot_name_metadata_via_idna() {
         return; // Refused: the correct outcome.
     };
     let plan = enclave_core::plan(&parsed.spec, &Policy::default()).unwrap_or_else(|e| panic!("spec not planned: {e}"));
-    let ctx = DecisionContext { plan: &plan, phase: RUN, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
+    let ctx = DecisionContext {
+        plan: &plan,
+        phase: RUN,
+        proxy_addresses: &PROXY,
+        host_addresses: &[],
+        trusted_clone_networks: &[],
+    };
     let decision = decide(&ctx, FULLWIDTH_METADATA, 80, NotModelled);
     panic!(
         "a host rule spelling 169.254.169.254 in fullwidth digits was accepted as {:?}; \
@@ -411,13 +449,17 @@ fn egress_denies_special_ranges_unless_a_cidr_rule_inside_names_them() {
         Connect(a, RUN, "[64:ff9b::a02:1]", 443, NotModelled, special("64:ff9b::a02:1", Private)),
         Connect(a, RUN, "10.1.2.3", 22, NotModelled, special("10.1.2.3", AddressClass::Private)),
         Connect(a, RUN, "100.64.1.9", 443, NotModelled, allow("allow[4]")),
-        Connect(a, RUN, "100.100.100.200", 443, NotModelled, special("100.100.100.200", Cgnat)),
-        Connect(a, RUN, "169.254.1.1", 443, NotModelled, allow("allow[5]")),
-        Connect(a, RUN, "169.254.2.1", 443, NotModelled, special("169.254.2.1", LinkLocal)),
+        Connect(a, RUN, "100.100.100.201", 443, NotModelled, special("100.100.100.201", Cgnat)),
+        Connect(a, RUN, "192.168.7.1", 443, NotModelled, allow("allow[5]")),
+        Connect(a, RUN, "192.168.8.1", 443, NotModelled, special("192.168.8.1", Private)),
+        // Link-local is never reachable, whatever a rule says (a rule naming it is refused
+        // at plan time).
+        Connect(a, RUN, "169.254.1.1", 443, NotModelled, never("169.254.1.1", LinkLocal)),
+        Connect(a, RUN, "169.254.2.1", 443, NotModelled, never("169.254.2.1", LinkLocal)),
         Connect(a, RUN, "[fd12:3456::1]", 443, NotModelled, allow("allow[6]")),
         Connect(a, RUN, "[fd99::1]", 443, NotModelled, special("fd99::1", Private)),
-        Connect(a, RUN, "[fe80::1]", 443, NotModelled, special("fe80::1", LinkLocal)),
-        Connect(a, RUN, "127.0.0.1", 443, NotModelled, special("127.0.0.1", Loopback)),
+        Connect(a, RUN, "[fe80::1]", 443, NotModelled, never("fe80::1", LinkLocal)),
+        Connect(a, RUN, "127.0.0.1", 443, NotModelled, never("127.0.0.1", Loopback)),
         // A public CIDR rule: the rule's ports, and nothing outside it.
         Connect(a, RUN, "8.8.8.8", 53, NotModelled, allow("allow[3]")),
         Connect(a, RUN, "8.8.8.8", 443, NotModelled, deny(DenyReason::PortNotAllowed)),
@@ -430,11 +472,11 @@ fn egress_denies_special_ranges_unless_a_cidr_rule_inside_names_them() {
         Connect(any, RUN, "172.16.0.1", 443, NotModelled, special("172.16.0.1", Private)),
         Connect(any, RUN, "192.168.1.1", 443, NotModelled, special("192.168.1.1", Private)),
         Connect(any, RUN, "[fd12::1]", 443, NotModelled, special("fd12::1", Private)),
-        Connect(any, RUN, "127.0.0.1", 80, NotModelled, special("127.0.0.1", Loopback)),
-        Connect(any, RUN, "[::1]", 80, NotModelled, special("::1", Loopback)),
-        Connect(any, RUN, "[::ffff:127.0.0.1]", 80, NotModelled, special("127.0.0.1", Loopback)),
-        Connect(any, RUN, "169.254.2.1", 80, NotModelled, special("169.254.2.1", LinkLocal)),
-        Connect(any, RUN, "[fe80::1]", 80, NotModelled, special("fe80::1", LinkLocal)),
+        Connect(any, RUN, "127.0.0.1", 80, NotModelled, never("127.0.0.1", Loopback)),
+        Connect(any, RUN, "[::1]", 80, NotModelled, never("::1", Loopback)),
+        Connect(any, RUN, "[::ffff:127.0.0.1]", 80, NotModelled, never("127.0.0.1", Loopback)),
+        Connect(any, RUN, "169.254.2.1", 80, NotModelled, never("169.254.2.1", LinkLocal)),
+        Connect(any, RUN, "[fe80::1]", 80, NotModelled, never("fe80::1", LinkLocal)),
         Connect(any, RUN, "100.64.0.1", 80, NotModelled, special("100.64.0.1", Cgnat)),
         Connect(any, RUN, "224.0.0.251", 80, NotModelled, special("224.0.0.251", Multicast)),
         Connect(any, RUN, "[ff02::1]", 80, NotModelled, special("ff02::1", Multicast)),
@@ -468,8 +510,8 @@ fn egress_denies_dns_rebinding_to_special_addresses() {
         Connect(a, RUN, host, 443, Resolved(&public), allow("allow[0]")),
         Connect(a, RUN, host, 443, Resolved(&public_then_private), special("10.0.0.7", AddressClass::Private)),
         Connect(a, RUN, host, 443, Resolved(&private_then_public), special("10.0.0.7", AddressClass::Private)),
-        Connect(a, RUN, host, 443, Resolved(&loopback), special("127.0.0.1", AddressClass::Loopback)),
-        Connect(a, RUN, host, 443, Resolved(&v6_loopback), special("::1", AddressClass::Loopback)),
+        Connect(a, RUN, host, 443, Resolved(&loopback), never("127.0.0.1", AddressClass::Loopback)),
+        Connect(a, RUN, host, 443, Resolved(&v6_loopback), never("::1", AddressClass::Loopback)),
         Connect(a, RUN, host, 443, Resolved(&metadata_v4), metadata("169.254.169.254")),
         Connect(a, RUN, host, 443, Resolved(&metadata_mapped), metadata("::ffff:169.254.169.254")),
         Connect(a, RUN, host, 443, Resolved(&metadata_nat64), metadata("64:ff9b::a9fe:a9fe")),
@@ -489,7 +531,7 @@ fn egress_denies_dns_rebinding_to_special_addresses() {
             Resolved(&public_then_private),
             special("10.0.0.7", AddressClass::Private),
         ),
-        Connect(a, CLONE, "git.example.org", 443, Resolved(&loopback), special("127.0.0.1", AddressClass::Loopback)),
+        Connect(a, CLONE, "git.example.org", 443, Resolved(&loopback), never("127.0.0.1", AddressClass::Loopback)),
         Connect(a, CLONE, "git.example.org", 443, Resolved(&metadata_v4), metadata("169.254.169.254")),
         // A name the rules do not admit is refused by name, whatever it resolves to.
         Connect(a, RUN, "evil.net", 443, Resolved(&public), deny(DenyReason::NotAllowlisted)),
@@ -681,7 +723,13 @@ fn operator_trusted_networks_open_the_clone_phase_only_and_never_metadata() {
     ];
     let internal = [ip("10.20.3.4")];
     let metadata = [ip("169.254.169.254")];
-    let ctx = |phase| DecisionContext { plan: &plan, phase, proxy_addresses: &PROXY, trusted_clone_networks: &trusted };
+    let ctx = |phase| DecisionContext {
+        plan: &plan,
+        phase,
+        proxy_addresses: &PROXY,
+        host_addresses: &[],
+        trusted_clone_networks: &trusted,
+    };
     let host = "git.internal.test";
     assert_eq!(decide(&ctx(CLONE), host, 443, Resolved(&internal)), Decision::Allow { rule: "clone:repo".into() });
     // The same name and address for the workload: its own rules apply, and they do not
@@ -696,6 +744,98 @@ fn operator_trusted_networks_open_the_clone_phase_only_and_never_metadata() {
         Decision::Deny { reason: DenyReason::Metadata { .. } }
     ));
     // Without the operator's trust, the clone is refused like any private address.
-    let untrusted = DecisionContext { plan: &plan, phase: CLONE, proxy_addresses: &PROXY, trusted_clone_networks: &[] };
+    let untrusted = DecisionContext {
+        plan: &plan,
+        phase: CLONE,
+        proxy_addresses: &PROXY,
+        host_addresses: &[],
+        trusted_clone_networks: &[],
+    };
     assert!(!decide(&untrusted, host, 443, Resolved(&internal)).is_allow());
+}
+
+/// The host's own addresses (every interface's, Docker bridge gateways included) are
+/// never reachable, though a rule names their range: as literals, in IPv6 forms that
+/// embed them, and as DNS answers. Decision level only: nothing is sent.
+#[test]
+fn egress_denies_the_hosts_own_addresses_whatever_names_them() {
+    let p = plans();
+    let a = &p.allowlist;
+    let answer = [ip("10.1.77.1")];
+    let gateway = [ip("172.17.0.1")];
+    check(&[
+        Connect(a, RUN, "10.1.77.1", 443, NotModelled, host_address("10.1.77.1")),
+        Connect(a, RUN, "10.1.77.2", 443, NotModelled, allow("allow[2]")),
+        Connect(a, RUN, "192.168.7.9", 443, NotModelled, host_address("192.168.7.9")),
+        Connect(a, RUN, "[fd12:3456::77]", 443, NotModelled, host_address("fd12:3456::77")),
+        Connect(a, RUN, "[64:ff9b::a01:4d01]", 443, NotModelled, host_address("64:ff9b::a01:4d01")),
+        Connect(a, RUN, "api.example.com", 443, Resolved(&answer), host_address("10.1.77.1")),
+        Connect(a, RUN, "api.example.com", 443, Resolved(&gateway), host_address("172.17.0.1")),
+        Connect(&p.any_address, RUN, "172.17.0.1", 443, NotModelled, host_address("172.17.0.1")),
+    ]);
+}
+
+/// Every cloud metadata and credential endpoint is denied, under a plan that opens every
+/// address, as a literal and in every IPv6 form that embeds it. Decision level only.
+#[test]
+fn egress_denies_every_metadata_endpoint_in_every_embedding() {
+    let p = plans();
+    let mut failures = Vec::new();
+    let ctx = DecisionContext::new(&p.any_address, RUN);
+    for (endpoint, whose) in enclave_core::METADATA_ENDPOINTS {
+        let address: IpAddr = endpoint.parse().unwrap();
+        let mut spellings = vec![match address {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        }];
+        if let IpAddr::V4(v4) = address {
+            let [a, b, c, d] = v4.octets();
+            let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+            spellings.extend([
+                format!("[::ffff:{hi:x}:{lo:x}]"),
+                format!("[::ffff:0:{hi:x}:{lo:x}]"),
+                format!("[64:ff9b::{hi:x}:{lo:x}]"),
+                format!("[64:ff9b:1::{hi:x}:{lo:x}]"),
+                format!("[2002:{hi:x}:{lo:x}::1]"),
+                format!("[2001:0:{hi:x}:{lo:x}::1]"),
+                format!("[2001:0:808:808::{:x}:{:x}]", !hi, !lo),
+            ]);
+        }
+        for spelling in spellings {
+            match decide(&ctx, &spelling, 80, NotModelled) {
+                Decision::Deny { reason: DenyReason::Metadata { .. } } => {}
+                other => failures.push(format!("{spelling} ({whose}): {other:?}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Loopback and link-local in every embedding form are never reachable, even under a
+/// plan that opens every address. Decision level only.
+#[test]
+fn egress_denies_loopback_and_link_local_in_every_embedding() {
+    let p = plans();
+    let ctx = DecisionContext::new(&p.any_address, RUN);
+    let mut failures = Vec::new();
+    for spelling in [
+        "127.0.0.1",
+        "[::1]",
+        "[::ffff:0:7f00:1]",
+        "[64:ff9b::7f00:1]",
+        "[64:ff9b:1::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:7f00:1::1]",
+        "[2001:0:808:808::80ff:fffe]",
+        "169.254.7.7",
+        "[fe80::1]",
+        "[::ffff:0:a9fe:707]",
+        "[2002:a9fe:707::1]",
+    ] {
+        match decide(&ctx, spelling, 80, NotModelled) {
+            Decision::Deny { reason: DenyReason::NeverReachable { .. } | DenyReason::SpecialAddress { .. } } => {}
+            other => failures.push(format!("{spelling}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

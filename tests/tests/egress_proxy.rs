@@ -5,6 +5,8 @@
 //! refused before any dial, and the proxy's dialer skips metadata addresses whatever a
 //! decision said. The canaries' connection counters prove that nothing slipped through.
 
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 mod common;
 
 use std::collections::HashMap;
@@ -24,7 +26,11 @@ const SECRET: &str = "canary-binding-secret-7f3a9c";
 fn plan_of(yaml: &str) -> Plan {
     let parsed =
         enclave_spec::parse("inline.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("spec refused: {:#?}", e.errors));
-    enclave_core::plan(&parsed.spec, &Policy::default()).unwrap_or_else(|e| panic!("spec not planned: {e}"))
+    enclave_core::plan(
+        &parsed.spec,
+        &Policy { host_loopback: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() },
+    )
+    .unwrap_or_else(|e| panic!("spec not planned: {e}"))
 }
 
 /// Records into a channel, or refuses every record (an audit that cannot be written).
@@ -141,6 +147,7 @@ spec:
         resolver,
         recorder: Arc::new(TestRecorder { tx, broken: options.broken_audit }),
         proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        host_addresses: enclave_egress::HostAddresses::Live,
         trusted_clone_networks: Vec::new(),
         upstream_tls: enclave_egress::upstream_tls(&[ca.der()]).expect("tls config"),
         phase: options.phase,
@@ -217,7 +224,7 @@ async fn hostile_requests_are_refused_before_any_dial() {
         attack("mapped metadata", get("http://[::ffff:169.254.169.254]/", "x"), 403, Some("metadata")),
         attack("mapped metadata (hex)", get("http://[::ffff:a9fe:a9fe]/", "x"), 403, Some("metadata")),
         attack("unnamed loopback", get(&format!("http://127.0.0.3:{bp}/"), "x"), 403, Some("special_address")),
-        attack("IPv6 loopback", get(&format!("http://[::1]:{ap}/"), "x"), 403, Some("special_address")),
+        attack("IPv6 loopback", get(&format!("http://[::1]:{ap}/"), "x"), 403, Some("never_reachable")),
         attack("private range", get("http://10.0.0.1/", "x"), 403, Some("special_address")),
         attack("mapped loopback", get(&format!("http://[::ffff:7f00:3]:{bp}/"), "x"), 403, Some("special_address")),
         attack("proxy itself", get(&format!("http://127.0.0.1:{pp}/"), "x"), 403, Some("proxy_self")),
@@ -610,6 +617,7 @@ fn session_proxy(name: &str, body: &str) -> (Arc<SessionProxy>, mpsc::UnboundedR
         resolver: Arc::new(StaticResolver::default()),
         recorder: Arc::new(TestRecorder { tx, broken: false }),
         proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        host_addresses: enclave_egress::HostAddresses::Live,
         trusted_clone_networks: Vec::new(),
         upstream_tls: enclave_egress::upstream_tls(&[]).expect("tls config"),
         phase: EgressPhase::Run,

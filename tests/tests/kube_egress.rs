@@ -52,7 +52,11 @@ const HANG_GUARD: Duration = Duration::from_secs(120);
 
 fn plan_of(yaml: &str) -> Plan {
     let parsed = enclave_spec::parse("inline.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{:#?}", e.errors));
-    enclave_core::plan(&parsed.spec, &Policy::default()).unwrap()
+    enclave_core::plan(
+        &parsed.spec,
+        &Policy { host_loopback: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() },
+    )
+    .unwrap()
 }
 
 struct Cluster {

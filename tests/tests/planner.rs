@@ -5,6 +5,8 @@
 //! secrets travel by name only, and the implicit denies say which rule opened what.
 //! Every checked-in example in `examples/sessions/` is planned here too.
 
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -85,8 +87,20 @@ fn plan_with(yaml: &str, policy: &Policy) -> Result<Plan, PlanError> {
     plan(&spec_of(yaml), policy)
 }
 
+/// The operator lists the private ranges the tests' rules name.
+fn listing_policy() -> Policy {
+    Policy {
+        allow_networks: vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.168.0.0/16".parse().unwrap(),
+            "fc00::/7".parse().unwrap(),
+        ],
+        ..Policy::default()
+    }
+}
+
 fn plan_ok(yaml: &str) -> Plan {
-    plan_with(yaml, &Policy::default()).unwrap_or_else(|e| panic!("spec not planned: {e}\n--- spec ---\n{yaml}"))
+    plan_with(yaml, &listing_policy()).unwrap_or_else(|e| panic!("spec not planned: {e}\n--- spec ---\n{yaml}"))
 }
 
 /// `BASE` with one piece of text replaced; panics if the text is not there, so a
@@ -396,7 +410,7 @@ spec:
       - cidr: 0.0.0.0/0
         ports: [443]
         acknowledgeAnyAddress: true
-      - cidr: 169.254.1.0/24
+      - cidr: 192.168.7.0/24
         ports: [443]
       - cidr: "fd12:3456::/32"
         ports: [443]
@@ -417,7 +431,7 @@ spec:
             .opened_by
             .clone()
     };
-    // The metadata address is never opened, not by 0.0.0.0/0 nor by a link-local rule.
+    // The metadata address is never opened, not by 0.0.0.0/0 nor by any rule.
     for metadata in ["169.254.169.254/32", "fd00:ec2::254/128"] {
         let deny = denies.iter().find(|d| d.cidr.to_string() == metadata);
         assert_eq!(deny.map(|d| d.class), Some(AddressClass::Metadata), "{metadata}");
@@ -425,9 +439,10 @@ spec:
     }
     // A rule inside a range opens (that part of) it; one wider than the range does not.
     assert_eq!(opened_by("10.0.0.0/8"), ["allow[1]"]);
-    assert_eq!(opened_by("169.254.0.0/16"), ["allow[3]"]);
+    assert_eq!(opened_by("192.168.0.0/16"), ["allow[3]"]);
+    assert_eq!(opened_by("169.254.0.0/16"), Vec::<String>::new());
     assert_eq!(opened_by("fc00::/7"), ["allow[4]"]);
-    for untouched in ["127.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "224.0.0.0/4", "::1/128"] {
+    for untouched in ["127.0.0.0/8", "172.16.0.0/12", "100.64.0.0/10", "224.0.0.0/4", "::1/128"] {
         assert_eq!(opened_by(untouched), Vec::<String>::new(), "{untouched}: 0.0.0.0/0 names no special range");
     }
     assert_eq!(
@@ -471,4 +486,115 @@ fn every_example_session_plans() {
         }
     }
     assert!(failures.is_empty(), "{} of {} examples failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+}
+
+fn cidr_spec(cidr: &str) -> String {
+    format!(
+        "apiVersion: enclave.dev/v1\nkind: Session\nmetadata:\n  name: cidr\nspec:\n  command: [\"true\"]\n  egress:\n    mode: allowlist\n    allow:\n      - cidr: \"{cidr}\"\n        ports: [443]\n"
+    )
+}
+
+/// A rule naming metadata, loopback or link-local, or written in an IPv6 form that
+/// embeds one, is refused at plan time, at the rule's position, whatever the policy
+/// lists; loopback opens only through the operator's unsafe setting, which warns and is
+/// recorded in the plan.
+#[test]
+fn plan_refuses_rules_reaching_never_reachable_ranges_in_any_spelling() {
+    let everything = Policy {
+        allow_networks: ["10.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "fc00::/7"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect(),
+        ..Policy::default()
+    };
+    for (cidr, class) in [
+        ("169.254.1.0/24", AddressClass::LinkLocal),
+        ("169.254.170.2/32", AddressClass::Metadata),
+        ("100.100.100.200/32", AddressClass::Metadata),
+        ("168.63.129.16/32", AddressClass::Metadata),
+        ("192.0.0.192/32", AddressClass::Metadata),
+        ("fd00:ec2::23/128", AddressClass::Metadata),
+        ("127.0.0.1/32", AddressClass::Loopback),
+        ("::1/128", AddressClass::Loopback),
+        ("fe80::/64", AddressClass::LinkLocal),
+        ("::ffff:0:0/96", AddressClass::Metadata),
+        ("::ffff:0:0:0/96", AddressClass::Metadata),
+        ("::ffff:0:a9fe:a9fe/128", AddressClass::Metadata),
+        ("64:ff9b::/96", AddressClass::Metadata),
+        ("64:ff9b::7f00:1/128", AddressClass::Loopback),
+        ("64:ff9b:1::/48", AddressClass::Metadata),
+        ("2002:a9fe::/32", AddressClass::Metadata),
+        ("2002::/16", AddressClass::Metadata),
+        ("2001::/32", AddressClass::Metadata),
+    ] {
+        // The spec's own validation already refuses a range holding 169.254.169.254.
+        let parsed = match enclave_spec::parse("cidr.yaml", cidr_spec(cidr).as_bytes()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let text = format!("{:?}", e.errors);
+                assert!(text.contains("never reachable"), "{cidr}: {text}");
+                continue;
+            }
+        };
+        match plan(&parsed.spec, &everything) {
+            Err(e @ PlanError::NeverReachable { class: got, position, .. }) => {
+                // A rule's range may reach several never-reachable classes; the first
+                // found is named.
+                assert!(got.never_reachable(), "{cidr}: {e}");
+                let _ = class;
+                assert_eq!((position.line, position.column), (10, 15), "{cidr}: {e}");
+                assert!(e.to_string().contains("never reach"), "{e}");
+            }
+            other => panic!("{cidr}: {other:?}"),
+        }
+    }
+    // Loopback through the unsafe setting: planned, warned, recorded.
+    let unsafe_loopback = Policy { host_loopback: vec!["127.0.0.2/32".parse().unwrap()], ..Policy::default() };
+    let planned = plan_with(&cidr_spec("127.0.0.2/32"), &unsafe_loopback).unwrap();
+    assert_eq!(planned.egress.host_loopback, unsafe_loopback.host_loopback);
+    assert!(
+        planned.warnings.iter().any(|w| w.contains("unsafe") && w.contains("127.0.0.2/32")),
+        "{:?}",
+        planned.warnings
+    );
+    assert!(matches!(plan_with(&cidr_spec("127.0.0.3/32"), &unsafe_loopback), Err(PlanError::NeverReachable { .. })));
+}
+
+/// A rule naming a private or other special range needs the operator's policy to list
+/// it; the error names the setting and the rule's position.
+#[test]
+fn plan_refuses_special_ranges_the_policy_does_not_list_and_names_the_setting() {
+    for cidr in [
+        "10.1.0.0/16",
+        "172.17.0.1/32",
+        "192.168.1.0/24",
+        "100.64.1.0/24",
+        "fd12::/16",
+        "203.0.113.0/24",
+        "::ffff:a01:0/112",
+    ] {
+        match plan_with(&cidr_spec(cidr), &Policy::default()) {
+            Err(e @ PlanError::NetworkNotListed { position, .. }) => {
+                assert_eq!((position.line, position.column), (10, 15), "{cidr}");
+                let text = e.to_string();
+                assert!(text.contains("policy.allow_networks") && text.contains("--allow-network"), "{text}");
+            }
+            other => panic!("{cidr}: {other:?}"),
+        }
+    }
+    let listed = Policy { allow_networks: vec!["10.0.0.0/8".parse().unwrap()], ..Policy::default() };
+    assert!(plan_with(&cidr_spec("10.1.0.0/16"), &listed).is_ok());
+    assert!(plan_with(&cidr_spec("::ffff:a01:0/112"), &listed).is_ok(), "the mapped form of a listed range");
+    assert!(plan_with(&cidr_spec("10.0.0.0/7"), &Policy::default()).is_ok(), "wider than the range: names none");
+    // The policy itself cannot list what is never reachable.
+    for (policy, setting) in [
+        (Policy { allow_networks: vec!["169.254.0.0/16".parse().unwrap()], ..Policy::default() }, "allow_networks"),
+        (Policy { allow_networks: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() }, "allow_networks"),
+        (Policy { host_loopback: vec!["10.0.0.0/8".parse().unwrap()], ..Policy::default() }, "unsafe_host_loopback"),
+    ] {
+        match plan_with(&cidr_spec("8.8.8.0/24"), &policy) {
+            Err(e @ PlanError::PolicyNetwork { .. }) => assert!(e.to_string().contains(setting), "{e}"),
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
 }

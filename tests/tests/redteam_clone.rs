@@ -109,8 +109,7 @@ fn redteam_a_flooding_repository_host_does_not_fill_the_audit() {
         Arc::new(move |_req: &str| response(404, &[("Content-Type", "text/plain")], &flood))
     };
     let server = rt.block_on(Canary::start(Ipv4Addr::LOCALHOST, Some(ca.server_config(&["git.enclave.test"])), reply));
-    let plan =
-        plan_with("rt-flood", &repo_spec(server.port(), "  command: [true]\n"), &enclave_core::Policy::default());
+    let plan = plan_with("rt-flood", &repo_spec(server.port(), "  command: [true]\n"), &loopback_policy());
     let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
     assert!(server.connections() > 0, "the clone reached the flooding host");
     let (ok, detail) = clone_finished(&outcome);
@@ -158,7 +157,7 @@ fn redteam_a_redirecting_repository_host_gets_no_second_request() {
         let plan = plan_with(
             &format!("rt-redirect-{tag}"),
             &repo_spec(server.port(), "  command: [true]\n"),
-            &enclave_core::Policy::default(),
+            &loopback_policy(),
         );
         let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
         let (ok, detail) = clone_finished(&outcome);
@@ -202,7 +201,7 @@ fn redteam_the_workload_cannot_reach_the_repository_host_after_the_clone() {
         echo "other-port: $(try git.enclave.test:443)"
 "#
     );
-    let plan = plan_with("rt-after-clone", &repo_spec(port, &rest), &enclave_core::Policy::default());
+    let plan = plan_with("rt-after-clone", &repo_spec(port, &rest), &loopback_policy());
     let clone_requests_before = server.requests().len();
     let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
     assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
@@ -286,7 +285,7 @@ fn redteam_no_docker_object_or_host_process_holds_the_credential_during_the_clon
     let plan = plan_with(
         "rt-inspect",
         &repo_spec(port, "  command: [true]\n  quotas:\n    deadline: 10m\n"),
-        &enclave_core::Policy::default(),
+        &loopback_policy(),
     );
     let cancel = async move {
         let _ = tokio::task::spawn_blocking(move || done_rx.recv()).await;
@@ -379,7 +378,7 @@ fn redteam_hostile_links_and_attributes_leak_nothing() {
         cat note.txt > out/note.txt
   artifacts: [out]
 "#;
-    let plan = plan_with("rt-links", &repo_spec(server.addr.port(), rest), &enclave_core::Policy::default());
+    let plan = plan_with("rt-links", &repo_spec(server.addr.port(), rest), &loopback_policy());
     let mut kept = KeptBundle::default();
     let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(), None, Some(&mut kept));
     assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);

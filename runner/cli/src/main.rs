@@ -344,6 +344,18 @@ struct IsolationArg {
     /// recorded in the plan, the result and the audit.
     #[arg(long, value_enum, default_value_t = IsolationChoice::Gvisor)]
     isolation: IsolationChoice,
+    /// A private or other special range (CIDR; never metadata, loopback or link-local)
+    /// that the spec's `cidr` rules may name, e.g. an internal API on 10.20.0.0/16. A
+    /// rule naming a special range not listed here is refused when the spec is planned.
+    /// Repeatable.
+    #[arg(long = "allow-network", value_name = "CIDR", value_delimiter = ',')]
+    allow_networks: Vec<ipnet::IpNet>,
+    /// UNSAFE, for tests and local development only: a loopback range on this host
+    /// (inside 127.0.0.0/8 or ::1) that the session may reach where a `cidr` rule names
+    /// it, and that the clone may reach. Printed as a warning and recorded in the plan.
+    /// Repeatable.
+    #[arg(long = "unsafe-host-loopback", value_name = "CIDR", value_delimiter = ',')]
+    unsafe_host_loopback: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -411,6 +423,8 @@ enum IsolationChoice {
 impl IsolationArg {
     fn policy(&self) -> enclave_core::Policy {
         let mut policy = enclave_core::Policy::default();
+        policy.allow_networks.clone_from(&self.allow_networks);
+        policy.host_loopback.clone_from(&self.unsafe_host_loopback);
         if self.isolation == IsolationChoice::HostKernel {
             policy.isolation = enclave_core::Isolation::HostKernel;
             policy.permit_weaker_isolation = true;

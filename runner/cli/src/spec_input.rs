@@ -97,11 +97,7 @@ pub(crate) fn validate(files: &[std::path::PathBuf], json: bool) -> u8 {
 
 /// A plan error as a diagnostic, at the position of the value it concerns.
 fn plan_diagnostic(file: &str, error: &enclave_core::PlanError) -> Diagnostic {
-    use enclave_core::PlanError;
-    let position = match error {
-        PlanError::QuotaAboveMax { position, .. } | PlanError::QuotaBelowMin { position, .. } => *position,
-        PlanError::WeakerIsolationNotPermitted(_) => enclave_spec::Position { line: 1, column: 1 },
-    };
+    let position = error.position();
     let text = error.to_string();
     // The error's own text starts with its position; the diagnostic carries it separately.
     let message =

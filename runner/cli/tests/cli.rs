@@ -658,7 +658,8 @@ fn interrupted_clone(ignore_sigint: bool) {
         "docker",
         "--sessions-dir",
         &sessions,
-        "--trust-clone-network",
+        // The stalling host is on this host's loopback: the operator's unsafe test setting.
+        "--unsafe-host-loopback",
         "127.0.0.1/32",
         "--static-host",
         "git.enclave.test=127.0.0.1",
@@ -682,7 +683,21 @@ fn interrupted_clone(ignore_sigint: bool) {
         .spawn()
         .expect("spawn enclave");
     // The clone's connection arrives through the proxy: the session is in its clone phase.
-    let (held, _) = stall.accept().expect("the clone connects");
+    stall.set_nonblocking(true).expect("nonblocking");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut child = child;
+    let held = loop {
+        match stall.accept() {
+            Ok((held, _)) => break held,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!("enclave ended before the clone connected: {status}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("the clone never connected: {e}"),
+        }
+    };
     let signal = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
     assert!(signal.success());
     let out = child.wait_with_output().expect("wait");

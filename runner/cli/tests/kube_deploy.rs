@@ -169,7 +169,8 @@ async fn the_server_and_the_egress_proxy_processes_enforce_a_session_on_the_fake
     std::fs::write(
         &config,
         format!(
-            "secret_key_file = \"{}\"\nadmin_token_file = \"{}\"\n",
+            // The canaries are on this host's loopback: the operator's unsafe test setting.
+            "secret_key_file = \"{}\"\nadmin_token_file = \"{}\"\n[policy]\nunsafe_host_loopback = [\"{ALLOWED}/32\"]\n",
             dir.path().join("secret-key").display(),
             dir.path().join("admin-token").display()
         ),

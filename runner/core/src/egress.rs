@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use enclave_spec::{EgressMode, Host, HttpMethod, canonical_host};
 use serde::{Deserialize, Serialize};
 
-use crate::address::{AddressClass, classify, effective_address};
+use crate::address::{AddressClass, address_components, classify_alone, effective_address, embedded_ipv4_ranges};
 use crate::plan::{BindingPlan, Plan, RuleTarget};
 
 /// The port a workload uses to call a binding: it sends plain HTTP to
@@ -95,8 +95,21 @@ pub enum DenyReason {
         /// Its class.
         class: AddressClass,
     },
-    /// A cloud metadata address: never reachable.
+    /// A cloud metadata or credential endpoint: never reachable.
     Metadata {
+        /// The address.
+        address: IpAddr,
+    },
+    /// Loopback or link-local (or an IPv6 form embedding one): never reachable.
+    NeverReachable {
+        /// The address.
+        address: IpAddr,
+        /// Its class.
+        class: AddressClass,
+    },
+    /// An address of the Enclave host itself (any of its interfaces, Docker bridge
+    /// gateways included): never reachable.
+    HostAddress {
         /// The address.
         address: IpAddr,
     },
@@ -134,7 +147,13 @@ impl fmt::Display for DenyReason {
                 write!(f, "{address} is {class}; only a cidr rule naming it opens it")
             }
             DenyReason::Metadata { address } => {
-                write!(f, "{address} is the cloud metadata address")
+                write!(f, "{address} is a cloud metadata or credential endpoint, never reachable")
+            }
+            DenyReason::NeverReachable { address, class } => {
+                write!(f, "{address} is {class}, never reachable from a session")
+            }
+            DenyReason::HostAddress { address } => {
+                write!(f, "{address} is an address of the Enclave host itself, never reachable")
             }
             DenyReason::ProxySelf { address } => write!(f, "{address} is the egress proxy itself"),
             DenyReason::CloneOnlyRepoHost => f.write_str("the clone step may reach only the repository host"),
@@ -158,6 +177,9 @@ pub struct DecisionContext<'a> {
     pub phase: EgressPhase,
     /// Addresses of the proxy itself, always denied.
     pub proxy_addresses: &'a [IpAddr],
+    /// Addresses of the host the proxy dials from (every interface's), always denied.
+    /// Empty where they are not known (the simulator).
+    pub host_addresses: &'a [IpAddr],
     /// Networks the operator trusts for the clone phase only (an internal git server on
     /// a private range). Never widens the workload's reach; never opens metadata.
     pub trusted_clone_networks: &'a [ipnet::IpNet],
@@ -166,7 +188,7 @@ pub struct DecisionContext<'a> {
 impl<'a> DecisionContext<'a> {
     /// A context with no proxy addresses and no operator-trusted networks.
     pub fn new(plan: &'a Plan, phase: EgressPhase) -> Self {
-        Self { plan, phase, proxy_addresses: &[], trusted_clone_networks: &[] }
+        Self { plan, phase, proxy_addresses: &[], host_addresses: &[], trusted_clone_networks: &[] }
     }
 }
 
@@ -256,7 +278,7 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
             for rule in &ctx.plan.egress.rules {
                 let matched = match (&rule.target, host) {
                     (RuleTarget::Host(pattern), Host::Domain(_)) => pattern.matches(host),
-                    (RuleTarget::Cidr(net), Host::Ip(ip)) => net.contains(&effective_address(*ip)),
+                    (RuleTarget::Cidr(net), Host::Ip(ip)) => net.contains(ip) || net.contains(&effective_address(*ip)),
                     _ => false,
                 };
                 if matched {
@@ -271,27 +293,54 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
     }
 }
 
-/// Checks one address: never metadata or the proxy; special ranges only when a CIDR
-/// rule lying inside that range (so naming it) covers the address and `port` (any of
-/// its ports when `port` is `None`: a binding's upstream).
+/// Checks one address, and every IPv4 address it embeds: never metadata, loopback,
+/// link-local, the proxy or the host itself; other special ranges only when a CIDR rule
+/// lying inside that range (so naming it) covers the address and `port` (any of its
+/// ports when `port` is `None`: a binding's upstream), or in the clone phase a network
+/// the operator trusts for it.
 fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: Option<u16>) -> Result<(), DenyReason> {
-    let effective = effective_address(address);
-    if ctx.proxy_addresses.iter().any(|p| *p == address || effective_address(*p) == effective) {
+    // The most restrictive class first, so the reason names the worst thing inside.
+    let mut components = address_components(address);
+    components.sort_by_key(|c| classify_alone(*c).0);
+    for component in components {
+        vet_component(ctx, address, component, port)?;
+    }
+    Ok(())
+}
+
+fn vet_component(
+    ctx: &DecisionContext<'_>,
+    address: IpAddr,
+    component: IpAddr,
+    port: Option<u16>,
+) -> Result<(), DenyReason> {
+    let is = |list: &[IpAddr]| list.iter().any(|p| address_components(*p).contains(&component));
+    if is(ctx.proxy_addresses) {
         return Err(DenyReason::ProxySelf { address });
     }
-    let (class, range) = classify(address);
+    let (class, range) = classify_alone(component);
+    if class == AddressClass::Metadata {
+        return Err(DenyReason::Metadata { address });
+    }
+    // The operator's unsafe test setting, recorded in the plan, is the one way to loopback.
+    let loopback_opened =
+        class == AddressClass::Loopback && ctx.plan.egress.host_loopback.iter().any(|n| n.contains(&component));
+    if matches!(class, AddressClass::LinkLocal | AddressClass::Loopback) && !loopback_opened {
+        return Err(DenyReason::NeverReachable { address, class });
+    }
+    if !loopback_opened && is(ctx.host_addresses) {
+        return Err(DenyReason::HostAddress { address });
+    }
     match (class, range) {
-        (AddressClass::Metadata, _) => Err(DenyReason::Metadata { address }),
         (AddressClass::Public, _) => Ok(()),
-        _ if ctx.phase == EgressPhase::Clone && ctx.trusted_clone_networks.iter().any(|n| n.contains(&effective)) => {
+        (AddressClass::Loopback, _) if ctx.phase == EgressPhase::Clone => Ok(()),
+        _ if ctx.phase == EgressPhase::Clone && ctx.trusted_clone_networks.iter().any(|n| n.contains(&component)) => {
             Ok(())
         }
         (class, Some(range)) => {
             let named = ctx.plan.egress.rules.iter().any(|rule| match &rule.target {
                 RuleTarget::Cidr(net) => {
-                    net.prefix_len() >= range.prefix_len()
-                        && net.contains(&effective)
-                        && port.is_none_or(|port| rule.ports.contains(&port))
+                    rule_names(*net, range, component) && port.is_none_or(|port| rule.ports.contains(&port))
                 }
                 RuleTarget::Host(_) => false,
             });
@@ -299,6 +348,20 @@ fn vet_address(ctx: &DecisionContext<'_>, address: IpAddr, port: Option<u16>) ->
         }
         (class, None) => Err(DenyReason::SpecialAddress { address, class }),
     }
+}
+
+/// Whether a CIDR rule names `range` (lies inside it) and covers `component`, written
+/// plainly or in an IPv6 form embedding the IPv4 range.
+fn rule_names(net: ipnet::IpNet, range: ipnet::IpNet, component: IpAddr) -> bool {
+    let plain = net.prefix_len() >= range.prefix_len() && range.contains(&net.network()) && net.contains(&component);
+    let embedded = match net {
+        ipnet::IpNet::V6(v6) => embedded_ipv4_ranges(v6).into_iter().any(|r| {
+            let r = ipnet::IpNet::V4(r);
+            r.prefix_len() >= range.prefix_len() && range.contains(&r.network()) && r.contains(&component)
+        }),
+        ipnet::IpNet::V4(_) => false,
+    };
+    plain || embedded
 }
 
 /// Why a request through a binding was refused.

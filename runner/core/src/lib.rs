@@ -26,7 +26,10 @@ mod secret;
 mod secret_forms;
 mod session_id;
 
-pub use address::{AddressClass, classify, effective_address, embedded_ipv4, special_ranges};
+pub use address::{
+    AddressClass, METADATA_ENDPOINTS, address_components, classify, classify_alone, effective_address, embedded_ipv4,
+    embedded_ipv4_ranges, embedded_ipv4s, special_ranges,
+};
 pub use artifact::{
     ArtifactBundle, ArtifactFile, ArtifactSink, RawArtifact, SkippedArtifact, bundle as bundle_artifacts,
 };

@@ -253,9 +253,14 @@ pub struct EgressPolicy {
     pub mode: EgressMode,
     /// Explicit allow rules, in spec order.
     pub rules: Vec<EgressRule>,
-    /// Address ranges denied unless a rule names them by CIDR; the metadata address is
-    /// denied always.
+    /// Address ranges denied unless a rule names them by CIDR; metadata, loopback and
+    /// link-local are denied always.
     pub implicit_denies: Vec<ImplicitDeny>,
+    /// Loopback ranges on the Enclave host the operator opened with the unsafe test
+    /// setting (`Policy::host_loopback`); a CIDR rule must still name them. Empty in
+    /// every plan made under a production policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_loopback: Vec<IpNet>,
 }
 
 /// An explicit allow rule.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Position, SessionSpec};
 
-use crate::address::{AddressClass, special_ranges};
+use crate::address::{AddressClass, classify_alone, embedded_ipv4_ranges, special_ranges};
 use crate::plan::{
     BindingPlan, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT, Phase, Plan,
     PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
@@ -51,8 +51,18 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
         program,
     }));
 
-    let egress = egress_policy(spec);
+    check_policy_networks(policy)?;
+    check_rule_networks(spec, policy)?;
+    let mut egress = egress_policy(spec);
     let mut warnings = Vec::new();
+    if !policy.host_loopback.is_empty() {
+        egress.host_loopback = policy.host_loopback.clone();
+        let list: Vec<String> = policy.host_loopback.iter().map(ToString::to_string).collect();
+        warnings.push(format!(
+            "unsafe operator setting: loopback {} on the Enclave host is reachable where a cidr rule names it, and by the clone (for tests and local development only)",
+            list.join(", ")
+        ));
+    }
     if policy.isolation == Isolation::HostKernel {
         warnings.push(
             "isolation host-kernel: the workload shares the host kernel (no gVisor); requested explicitly".to_owned(),
@@ -131,7 +141,7 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
         .map(|(range, class)| ImplicitDeny {
             cidr: range,
             class,
-            opened_by: if class == AddressClass::Metadata {
+            opened_by: if class.never_reachable() && class != AddressClass::Loopback {
                 Vec::new()
             } else {
                 rules
@@ -145,7 +155,102 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
             },
         })
         .collect();
-    EgressPolicy { mode: *egress.mode, rules, implicit_denies }
+    EgressPolicy { mode: *egress.mode, rules, implicit_denies, host_loopback: Vec::new() }
+}
+
+/// The policy's own network lists: `allow_networks` may not list a never-reachable
+/// range, `host_loopback` only loopback.
+fn check_policy_networks(policy: &Policy) -> Result<(), PlanError> {
+    for net in &policy.allow_networks {
+        if let Some((range, class)) = never_reachable_overlap(*net) {
+            return Err(PlanError::PolicyNetwork {
+                setting: "policy.allow_networks / --allow-network",
+                cidr: *net,
+                why: format!("it reaches {range}, {class}, which a session can never reach"),
+            });
+        }
+    }
+    for net in &policy.host_loopback {
+        if classify_alone(net.network()).0 != AddressClass::Loopback
+            || classify_alone(net.broadcast()).0 != AddressClass::Loopback
+        {
+            return Err(PlanError::PolicyNetwork {
+                setting: "policy.unsafe_host_loopback / --unsafe-host-loopback",
+                cidr: *net,
+                why: "only loopback ranges (127.0.0.0/8, ::1) can be listed".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first never-reachable range (metadata, loopback, link-local) a range names (lies
+/// inside), or overlaps through the IPv4 ranges its IPv6 embedding form covers.
+fn never_reachable_overlap(net: ipnet::IpNet) -> Option<(ipnet::IpNet, AddressClass)> {
+    let mut forms = vec![net];
+    if let ipnet::IpNet::V6(v6) = net {
+        forms.extend(embedded_ipv4_ranges(v6).into_iter().map(ipnet::IpNet::V4));
+    }
+    forms.into_iter().enumerate().find_map(|(index, form)| {
+        special_ranges().into_iter().filter(|(_, class)| class.never_reachable()).find(|(range, _)| {
+            let names = range.contains(&form.network()) && form.prefix_len() >= range.prefix_len();
+            names || (index > 0 && form.contains(&range.network()))
+        })
+    })
+}
+
+/// Each CIDR rule against the address classes: a rule naming a never-reachable range
+/// (or, written as an IPv6 embedding form, covering one) is refused; a rule naming
+/// another special range must lie inside the policy's `allow_networks`. Loopback opens
+/// only through the policy's unsafe `host_loopback`.
+fn check_rule_networks(spec: &SessionSpec, policy: &Policy) -> Result<(), PlanError> {
+    for rule in &spec.spec.egress.allow {
+        let Some(cidr) = &rule.cidr else { continue };
+        let net = cidr.0;
+        let position = cidr.position;
+        let listed = |n: ipnet::IpNet, list: &[ipnet::IpNet]| {
+            list.iter().any(|l| l.contains(&n.network()) && l.contains(&n.broadcast()))
+        };
+        let mut forms = vec![net];
+        let embedded: Vec<ipnet::IpNet> = match net {
+            ipnet::IpNet::V6(v6) => embedded_ipv4_ranges(v6).into_iter().map(ipnet::IpNet::V4).collect(),
+            ipnet::IpNet::V4(_) => Vec::new(),
+        };
+        forms.extend(embedded.iter().copied());
+        // Never-reachable ranges first, through every form, then the policy's listing.
+        let never_first = |(_, class): &(ipnet::IpNet, AddressClass)| !class.never_reachable();
+        let mut ranges = special_ranges();
+        ranges.sort_by_key(never_first);
+        for (range, class) in ranges {
+            for form in forms.iter().copied() {
+                let is_embedded = form != net;
+                // A plain rule names a range by lying inside it; an embedding form covers
+                // whatever its IPv4 ranges overlap.
+                let names = range.contains(&form.network()) && form.prefix_len() >= range.prefix_len();
+                let overlaps = names || (is_embedded && form.contains(&range.network()));
+                if !overlaps {
+                    continue;
+                }
+                if class == AddressClass::Loopback
+                    && (listed(form, &policy.host_loopback) || (!is_embedded && listed(net, &policy.host_loopback)))
+                {
+                    continue;
+                }
+                if class.never_reachable() {
+                    let hint = if class == AddressClass::Loopback {
+                        "; for tests an operator can open host loopback with `policy.unsafe_host_loopback` in the server config or `--unsafe-host-loopback` on the CLI"
+                    } else {
+                        ""
+                    };
+                    return Err(PlanError::NeverReachable { cidr: net, range, class, hint, position });
+                }
+                if names && !listed(form, &policy.allow_networks) && !listed(net, &policy.allow_networks) {
+                    return Err(PlanError::NetworkNotListed { cidr: net, range, class, position });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One quota against the policy's floor and ceiling.

@@ -5,6 +5,9 @@ use std::fmt;
 use enclave_spec::{ByteSize, DurationMs, Millicores, Position};
 use serde::{Deserialize, Serialize};
 
+use ipnet::IpNet;
+
+use crate::address::AddressClass;
 use crate::plan::Isolation;
 
 /// Concrete quotas for one session: every value set, defaults applied.
@@ -60,6 +63,16 @@ pub struct Policy {
     /// Whether a weaker isolation level may be planned at all. Off by default; the CLI
     /// turns it on only when the user passes `--isolation host-kernel` explicitly.
     pub permit_weaker_isolation: bool,
+    /// Special ranges (private, carrier-grade NAT, reserved, ...) a spec's CIDR rules
+    /// may name; a rule naming one that is not inside an entry here is refused at plan
+    /// time. Metadata, loopback and link-local ranges cannot be listed. Server config
+    /// `policy.allow_networks`, CLI `--allow-network`.
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// UNSAFE, for tests and local development only: loopback ranges on the Enclave
+    /// host that a spec's CIDR rules may name, and that a clone may reach. Every plan
+    /// made under it says so in its warnings and records the ranges. Server config
+    /// `policy.unsafe_host_loopback`, CLI `--unsafe-host-loopback`.
+    pub host_loopback: Vec<ipnet::IpNet>,
 }
 
 impl Default for Policy {
@@ -95,6 +108,8 @@ impl Default for Policy {
             artifact_bytes: 64 << 20,
             isolation: Isolation::Gvisor,
             permit_weaker_isolation: false,
+            allow_networks: Vec::new(),
+            host_loopback: Vec::new(),
         }
     }
 }
@@ -129,4 +144,60 @@ pub enum PlanError {
     /// A weaker isolation level that the policy does not permit.
     #[error("isolation {0} is weaker than gvisor and this policy does not permit it")]
     WeakerIsolationNotPermitted(Isolation),
+    /// A CIDR rule naming or (in an IPv6 embedding form) covering addresses no session
+    /// may reach.
+    #[error("{position}: cidr {cidr} reaches {range} ({class}), which a session can never reach{hint}")]
+    NeverReachable {
+        /// The rule's range as written.
+        cidr: IpNet,
+        /// The never-reachable range it reaches.
+        range: IpNet,
+        /// That range's class.
+        class: AddressClass,
+        /// What an operator could do, if anything.
+        hint: &'static str,
+        /// Where the rule's `cidr` is.
+        position: Position,
+    },
+    /// A CIDR rule naming a special range the operator's policy does not list.
+    #[error(
+        "{position}: cidr {cidr} names a {class} range ({range}) that this server's policy does not list; an operator lists it with `policy.allow_networks` in the server config or `--allow-network {cidr}` on the CLI"
+    )]
+    NetworkNotListed {
+        /// The rule's range as written.
+        cidr: IpNet,
+        /// The special range it names.
+        range: IpNet,
+        /// That range's class.
+        class: AddressClass,
+        /// Where the rule's `cidr` is.
+        position: Position,
+    },
+    /// A policy listing a never-reachable range in `allow_networks` or a non-loopback
+    /// range in `host_loopback`.
+    #[error("policy: {setting} lists {cidr}, which it cannot open ({why})")]
+    PolicyNetwork {
+        /// The setting.
+        setting: &'static str,
+        /// The listed range.
+        cidr: IpNet,
+        /// Why it cannot be listed.
+        why: String,
+    },
+}
+
+impl PlanError {
+    /// Where in the spec the error is (line 1, column 1 for what concerns the whole spec
+    /// or the policy).
+    pub fn position(&self) -> Position {
+        match self {
+            PlanError::QuotaAboveMax { position, .. }
+            | PlanError::QuotaBelowMin { position, .. }
+            | PlanError::NeverReachable { position, .. }
+            | PlanError::NetworkNotListed { position, .. } => *position,
+            PlanError::WeakerIsolationNotPermitted(_) | PlanError::PolicyNetwork { .. } => {
+                Position { line: 1, column: 1 }
+            }
+        }
+    }
 }

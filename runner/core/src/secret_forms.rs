@@ -23,15 +23,18 @@ const MIN_INTERIOR_LEN: usize = 8;
 pub(crate) struct SecretForms {
     /// Replaced in place in text: exact spellings.
     spellings: Vec<Zeroizing<String>>,
+    /// Replaced in place whatever their ASCII case (the values themselves).
+    values: Vec<Zeroizing<String>>,
     /// Looked for in every decoded view of bytes (case-sensitive).
     needles: Vec<Zeroizing<Vec<u8>>>,
-    /// Looked for in the lower-cased views (hex in any case).
+    /// Looked for in the lower-cased views (hex, and the value itself, in any case).
     lower_needles: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl SecretForms {
     pub(crate) fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
         let mut spellings: Vec<Zeroizing<String>> = Vec::new();
+        let mut folded: Vec<Zeroizing<String>> = Vec::new();
         let mut needles: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut lower_needles: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         for raw in values {
@@ -40,6 +43,7 @@ impl SecretForms {
             }
             let bytes = raw.as_bytes();
             spellings.push(Zeroizing::new(raw.to_owned()));
+            folded.push(Zeroizing::new(raw.to_ascii_lowercase()));
             needles.push(Zeroizing::new(bytes.to_vec()));
             for engine in [
                 &base64::engine::general_purpose::STANDARD,
@@ -53,6 +57,8 @@ impl SecretForms {
                 needles.push(Zeroizing::new(interior.as_bytes().to_vec()));
                 spellings.push(interior);
             }
+            // Case folded (a header name comes back lower-cased; an echo may shout).
+            lower_needles.push(Zeroizing::new(bytes.to_ascii_lowercase()));
             let lower_hex = Zeroizing::new(hex::encode(bytes));
             spellings.push(Zeroizing::new(lower_hex.to_uppercase()));
             lower_needles.push(Zeroizing::new(lower_hex.as_bytes().to_vec()));
@@ -70,7 +76,8 @@ impl SecretForms {
         needles.extend(spellings.iter().map(|s| Zeroizing::new(s.as_bytes().to_vec())));
         needles.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
         needles.dedup_by(|a, b| **a == **b);
-        Self { spellings, needles, lower_needles }
+        folded.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Self { spellings, values: folded, needles, lower_needles }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -83,6 +90,14 @@ impl SecretForms {
         for spelling in &self.spellings {
             if out.contains(spelling.as_str()) {
                 out = out.replace(spelling.as_str(), "***");
+            }
+        }
+        // The values in any ASCII case: lower-casing ASCII keeps every byte offset.
+        for value in &self.values {
+            loop {
+                let lower = out.to_ascii_lowercase();
+                let Some(at) = lower.find(value.as_str()) else { break };
+                out.replace_range(at..at + value.len(), "***");
             }
         }
         out
@@ -98,7 +113,12 @@ impl SecretForms {
         let percent = percent_decode(bytes);
         let views: [&[u8]; 6] =
             [bytes, &json, &percent, &percent_decode(&json), &json_unescape(&percent), &percent_decode(&percent)];
-        views.iter().any(|view| self.found_in_view(view) || self.found_in_view(&without_separators(view)))
+        views.iter().any(|view| {
+            self.found_in_view(view)
+                || self.found_in_view(&without_separators(view))
+                || self.found_in_view(&without_nuls(view))
+                || self.lower_needles.iter().any(|n| memchr::memmem::find(&hex_digits_only(view), n).is_some())
+        })
     }
 
     fn found_in_view(&self, view: &[u8]) -> bool {
@@ -165,8 +185,9 @@ fn percent_decode(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// JSON's (and JavaScript's) escapes decoded wherever they appear: `\uXXXX` for ASCII,
-/// `\xXX`, and the one-character escapes.
+/// JSON's (and JavaScript's) escapes decoded wherever they appear: `\uXXXX` and
+/// `\u{XX}` for ASCII, `\xXX`, the one-character escapes, and HTML's numeric character
+/// references.
 fn json_unescape(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -177,6 +198,16 @@ fn json_unescape(bytes: &[u8]) -> Vec<u8> {
                 digits.iter().try_fold(0u32, |acc, d| Some(acc << 4 | u32::from(hex_value(*d)?)))
             };
             match bytes[i + 1] {
+                b'u' if bytes.get(i + 2) == Some(&b'{') => {
+                    let end = bytes[i + 3..].iter().position(|b| *b == b'}').map(|p| i + 3 + p);
+                    if let Some(end) = end.filter(|e| *e - (i + 3) <= 6)
+                        && let Some(code) = hex_at(i + 3, end - (i + 3)).and_then(|c| u8::try_from(c).ok())
+                    {
+                        out.push(code);
+                        i = end + 1;
+                        continue;
+                    }
+                }
                 b'u' => {
                     if let Some(code) = hex_at(i + 2, 4).and_then(|c| u8::try_from(c).ok()) {
                         out.push(code);
@@ -199,13 +230,51 @@ fn json_unescape(bytes: &[u8]) -> Vec<u8> {
                 _ => {}
             }
         }
+        // HTML and XML numeric character references: `&#114;`, `&#x72;`.
+        if bytes[i] == b'&' && bytes.get(i + 1) == Some(&b'#') {
+            let hex = matches!(bytes.get(i + 2), Some(b'x' | b'X'));
+            let start = if hex { i + 3 } else { i + 2 };
+            let end = bytes[start..].iter().take(8).position(|b| *b == b';').map(|p| start + p);
+            if let Some(end) = end.filter(|e| *e > start) {
+                let digits = std::str::from_utf8(&bytes[start..end]).unwrap_or("");
+                let code = if hex { u32::from_str_radix(digits, 16) } else { digits.parse::<u32>() };
+                if let Some(code) = code.ok().and_then(|c| u8::try_from(c).ok()) {
+                    out.push(code);
+                    i = end + 1;
+                    continue;
+                }
+            }
+        }
         out.push(bytes[i]);
         i += 1;
     }
     out
 }
 
-/// The bytes without whitespace, `:`, `-` and backslash-n sequences: base64 broken into
+/// The bytes without NULs: UTF-16 and UTF-32 text of ASCII characters, either order.
+fn without_nuls(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().copied().filter(|b| *b != 0).collect()
+}
+
+/// Only the hex digits, lower-cased, after `0x` and `\x` prefixes are cut: hex written
+/// with any separators (`62-69`, `0x62, 0x69`, `62:69`).
+fn hex_digits_only(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if matches!(bytes[i], b'0' | b'\\') && matches!(bytes.get(i + 1), Some(b'x' | b'X')) {
+            i += 2;
+            continue;
+        }
+        if bytes[i].is_ascii_hexdigit() {
+            out.push(bytes[i].to_ascii_lowercase());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The bytes without whitespace, `:` and backslash-n sequences: base64 broken into
 /// lines, hex grouped by spaces or colons.
 fn without_separators(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());

@@ -262,6 +262,7 @@ impl DockerBackend {
             resolver,
             recorder: Arc::new(events.clone()),
             proxy_addresses: vec![std::net::IpAddr::V4(net.gateway)],
+            host_addresses: enclave_egress::HostAddresses::Live,
             trusted_clone_networks: self.config.trusted_clone_networks.clone(),
             upstream_tls,
             phase,

@@ -35,6 +35,7 @@ const OVERRIDE_HEADERS: &[&str] = &[
     "x-forwarded-prefix",
     "x-envoy-original-path",
     "x-envoy-original-url",
+    "x-script-name",
 ];
 
 /// Readies a binding call's request headers: method and path overrides go, and the
@@ -43,8 +44,11 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap) {
     let overrides: Vec<HeaderName> = headers
         .keys()
         .filter(|n| {
-            let name = n.as_str();
-            OVERRIDE_HEADERS.contains(&name) || name.starts_with("x-http-method") || name.ends_with("-method-override")
+            // CGI-style servers read `_` and `-` alike.
+            let name = n.as_str().replace('_', "-");
+            OVERRIDE_HEADERS.contains(&name.as_str())
+                || name.starts_with("x-http-method")
+                || name.ends_with("-method-override")
         })
         .cloned()
         .collect();
@@ -53,6 +57,17 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap) {
     }
     headers.remove(header::ACCEPT_ENCODING);
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+}
+
+/// A response's transfer codings: only `chunked` (which hyper has undone) may be there;
+/// any other would hand the workload bytes no check has looked into.
+pub(crate) fn check_transfer_codings(headers: &HeaderMap) -> Result<(), String> {
+    let other = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .any(|c| !c.is_empty() && c != "chunked");
+    if other { Err("the response uses a transfer coding other than chunked".to_owned()) } else { Ok(()) }
 }
 
 /// What was held back from a binding response, for the audit.
@@ -103,9 +118,35 @@ pub(crate) fn withhold(
         .collect();
     for name in leaking {
         parts.headers.remove(&name);
-        withheld.headers.push(name.to_string());
+        // A name that itself holds the credential is never written down.
+        let shown = if redactor.found_in(name.as_str().as_bytes()) {
+            "(a name holding it)".to_owned()
+        } else {
+            name.to_string()
+        };
+        withheld.headers.push(shown);
     }
     withheld.headers.dedup();
+    // Whatever is left, taken together: a credential split between headers, or between
+    // a header and the body, is found in the whole.
+    let mut whole = Vec::new();
+    for (name, value) in &parts.headers {
+        whole.extend_from_slice(name.as_str().as_bytes());
+        whole.extend_from_slice(value.as_bytes());
+    }
+    for value in parts.headers.values() {
+        whole.extend_from_slice(value.as_bytes());
+    }
+    whole.extend_from_slice(&decoded);
+    if redactor.found_in(&whole) && !redactor.found_in(&decoded) {
+        return Err("the response held the credential split over its headers; it is withheld".to_owned());
+    }
+    // A body that is itself compressed (served without a Content-Encoding) is looked into.
+    if let Some(inner) = sniff_compressed(&decoded, limit)?
+        && redactor.found_in(&inner)
+    {
+        return Err("the response held the credential inside a compressed body; it is withheld".to_owned());
+    }
     if !redactor.found_in(&decoded) {
         return Ok((Bytes::from(decoded), withheld));
     }
@@ -147,7 +188,27 @@ fn decode(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, Str
             read_all(&mut flate2::read::ZlibDecoder::new(body))
                 .or_else(|_| read_all(&mut flate2::read::DeflateDecoder::new(body)))
         }
-        other => Err(format!("the response is encoded as {} after identity was asked for", other.join(", "))),
+        // The coding's name is the upstream's to choose: it is never quoted back.
+        other => Err(format!("the response is encoded in {} coding(s) other than gzip or deflate", other.len())),
+    }
+}
+
+/// A gzip or zlib stream, recognised by its first bytes, decoded under the limit; `None`
+/// for anything else (or bytes that only look like one).
+fn sniff_compressed(body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, String> {
+    let read = |reader: &mut dyn std::io::Read| -> Result<Option<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+        match reader.take(cap).read_to_end(&mut out) {
+            Ok(_) if out.len() > limit => Err(format!("a compressed body inflates past {limit} bytes")),
+            Ok(_) => Ok(Some(out)),
+            Err(_) => Ok(None),
+        }
+    };
+    match body {
+        [0x1f, 0x8b, ..] => read(&mut flate2::read::MultiGzDecoder::new(body)),
+        [0x78, 0x01 | 0x5e | 0x9c | 0xda, ..] => read(&mut flate2::read::ZlibDecoder::new(body)),
+        _ => Ok(None),
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod binding_response;
 mod directory;
+mod host_addresses;
 mod proxy;
 mod record;
 mod relay;
@@ -28,6 +29,7 @@ mod resolve;
 mod sni;
 
 pub use directory::{Directory, DirectoryTask, StaticDirectory, serve_directory};
+pub use host_addresses::HostAddresses;
 pub use proxy::{
     CLONE_DONE_HOST, CLONE_DONE_URL, MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig,
     upstream_tls, upstream_tls_pem,

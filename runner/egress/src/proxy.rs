@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::binding_response;
+use crate::host_addresses::HostAddresses;
 use crate::record::Recorder;
 use crate::resolve::Resolve;
 use crate::sni::{Hello, read_hello};
@@ -63,6 +64,8 @@ pub struct SessionProxyConfig {
     pub recorder: Arc<dyn Recorder>,
     /// The proxy's own addresses: never a destination.
     pub proxy_addresses: Vec<IpAddr>,
+    /// The host's addresses: never a destination (live from the kernel by default).
+    pub host_addresses: HostAddresses,
     /// Networks the operator trusts for the clone phase (see [`DecisionContext`]).
     pub trusted_clone_networks: Vec<IpNet>,
     /// TLS client settings for binding upstreams (verified against these roots).
@@ -193,11 +196,12 @@ impl SessionProxy {
         }
     }
 
-    fn context(&self, phase: EgressPhase) -> DecisionContext<'_> {
+    fn context<'a>(&'a self, phase: EgressPhase, host_addresses: &'a [IpAddr]) -> DecisionContext<'a> {
         DecisionContext {
             plan: &self.cfg.plan,
             phase,
             proxy_addresses: &self.cfg.proxy_addresses,
+            host_addresses,
             trusted_clone_networks: &self.cfg.trusted_clone_networks,
         }
     }
@@ -205,12 +209,13 @@ impl SessionProxy {
     /// Canonicalises, resolves once and decides. The addresses returned are the only
     /// ones that may be dialled for this request.
     async fn check(&self, phase: EgressPhase, host: &str, port: u16) -> (Decision, Vec<IpAddr>) {
+        let host_addresses = self.cfg.host_addresses.current();
         let addrs = match canonical_host(host) {
             Ok(Host::Ip(ip)) => vec![ip],
             Ok(Host::Domain(name)) => {
                 // Decide on the name first: a name no rule admits is never looked up,
                 // so DNS cannot be used to leak it.
-                let first = decide(&self.context(phase), host, port, Resolution::NotModelled);
+                let first = decide(&self.context(phase, &host_addresses), host, port, Resolution::NotModelled);
                 if !first.is_allow() {
                     return (first, Vec::new());
                 }
@@ -218,7 +223,7 @@ impl SessionProxy {
             }
             Err(_) => Vec::new(),
         };
-        let decision = decide(&self.context(phase), host, port, Resolution::Resolved(&addrs));
+        let decision = decide(&self.context(phase, &host_addresses), host, port, Resolution::Resolved(&addrs));
         (decision, addrs)
     }
 
@@ -329,7 +334,12 @@ impl SessionProxy {
         // Re-deciding above never re-resolves for dialling: `addrs` stays the answer.
         let decision = match decision {
             Decision::Allow { .. } if sni_ok => {
-                let again = decide(&self.context(phase), &host, port, Resolution::Resolved(&addrs));
+                let again = decide(
+                    &self.context(phase, &self.cfg.host_addresses.current()),
+                    &host,
+                    port,
+                    Resolution::Resolved(&addrs),
+                );
                 self.record_decision(phase, &host, port, again).await
             }
             other => self.record_decision(phase, &host, port, other).await,
@@ -466,6 +476,13 @@ impl SessionProxy {
                 (response, Some(status), note)
             }
             Err(e) => {
+                // Errors carry the upstream's words (a certificate's names, a header):
+                // one holding the credential is replaced whole.
+                let e = if self.redactor.found_in(e.as_bytes()) {
+                    "the upstream's answer could not be passed on, and its details held the credential".to_owned()
+                } else {
+                    self.redactor.redact(&e)
+                };
                 let response = text(StatusCode::BAD_GATEWAY, &format!("enclave egress: binding {}: {e}", binding.name));
                 (response, None, Some(e))
             }
@@ -502,6 +519,7 @@ impl SessionProxy {
         parts.uri = origin_form(&parts.uri);
         let response = send(TokioIo::new(tls), Request::from_parts(parts, body)).await?;
         let (mut parts, body) = response.into_parts();
+        binding_response::check_transfer_codings(&parts.headers)?;
         strip_hop_by_hop(&mut parts.headers);
         let collected = Limited::new(body, MAX_BINDING_RESPONSE)
             .collect()

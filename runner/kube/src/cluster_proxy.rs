@@ -99,6 +99,7 @@ impl ClusterDirectory {
                 resolver: self.settings.resolver.clone(),
                 recorder: self.relay.recorder(session),
                 proxy_addresses: self.settings.proxy_addresses.clone(),
+                host_addresses: enclave_egress::HostAddresses::Live,
                 trusted_clone_networks: self.settings.trusted_clone_networks.clone(),
                 upstream_tls: self.settings.upstream_tls.clone(),
                 phase,

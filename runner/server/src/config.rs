@@ -82,6 +82,13 @@ pub struct PolicyLimits {
     pub max_disk_bytes: Option<u64>,
     /// Most output, in bytes.
     pub max_log_bytes: Option<u64>,
+    /// Private and other special ranges (not metadata, loopback or link-local) that a
+    /// spec's `cidr` rules may name; a rule naming any other special range is refused.
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// UNSAFE, for tests and local development only: loopback ranges on this host that
+    /// sessions may reach where a `cidr` rule names them (and a clone may reach). Every
+    /// plan says so in its warnings.
+    pub unsafe_host_loopback: Vec<ipnet::IpNet>,
 }
 
 impl Default for Limits {
@@ -145,6 +152,8 @@ impl PolicyLimits {
             max.log_bytes = v;
             policy.defaults.log_bytes = defaults.log_bytes.min(v);
         }
+        policy.allow_networks.clone_from(&self.allow_networks);
+        policy.host_loopback.clone_from(&self.unsafe_host_loopback);
         policy
     }
 }

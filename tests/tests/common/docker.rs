@@ -118,3 +118,12 @@ pub fn run_collecting(
 pub fn leftovers(rt: &tokio::runtime::Runtime, backend: &DockerBackend, session: &SessionId) -> Vec<String> {
     rt.block_on(backend.resources(Some(session))).unwrap()
 }
+
+/// The policy of tests whose servers (git, binding upstreams, canaries) listen on this
+/// host's loopback: the operator's unsafe test setting for exactly those addresses.
+pub fn loopback_policy() -> Policy {
+    Policy {
+        host_loopback: vec!["127.0.0.1/32".parse().unwrap(), "127.0.0.2/32".parse().unwrap()],
+        ..Policy::default()
+    }
+}

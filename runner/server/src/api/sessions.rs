@@ -8,7 +8,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use enclave_core::{PlanError, SessionId};
-use enclave_spec::{Diagnostic, Position};
+use enclave_spec::Diagnostic;
 use enclave_store::{ACTIVE_STATES, NewSession, SessionQuery, StoreError};
 use serde::Deserialize;
 
@@ -53,10 +53,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn plan_error(error: &PlanError) -> ApiError {
-    let position = match error {
-        PlanError::QuotaAboveMax { position, .. } | PlanError::QuotaBelowMin { position, .. } => *position,
-        PlanError::WeakerIsolationNotPermitted(_) => Position { line: 1, column: 1 },
-    };
+    let position = error.position();
     let text = error.to_string();
     let message = text.split_once(": ").filter(|_| position.is_known()).map_or(text.clone(), |(_, m)| m.to_owned());
     ApiError::invalid_spec(

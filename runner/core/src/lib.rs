@@ -9,6 +9,7 @@
 //! record, an error or a result.
 
 mod address;
+mod archive_stream;
 mod artifact;
 mod audit;
 mod backend;
@@ -27,9 +28,7 @@ mod secret_forms;
 mod session_id;
 
 pub use address::{AddressClass, classify, effective_address, embedded_ipv4, special_ranges};
-pub use artifact::{
-    ArtifactBundle, ArtifactFile, ArtifactSink, RawArtifact, SkippedArtifact, bundle as bundle_artifacts,
-};
+pub use artifact::{ArtifactArchive, ArtifactBundle, ArtifactFile, ArtifactSink, SkippedArtifact};
 pub use audit::{
     AuditChain, AuditEvent, AuditRecord, AuditSink, AuditWriteError, BrokenRecord, MemoryAuditSink, VerifyReport,
     genesis, to_jsonl_line, verify_jsonl,

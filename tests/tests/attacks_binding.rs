@@ -184,6 +184,7 @@ fn a_reflecting_upstream_gets_no_form_of_the_credential_back_to_the_workload() {
     }
 
     // What the workload got back holds no reflection, decoded or not.
+    assert_eq!(withheld_for_secrets(&outcome), Vec::<String>::new(), "a leaked file hides as withheld");
     let tar = kept.0.expect("artifacts").tar;
     let mut archive = tar::Archive::new(&tar[..]);
     let mut files = HashMap::new();

@@ -129,6 +129,7 @@ fn a_hostile_workload_image_runs_nothing_before_the_clone_is_over() {
     let mut kept = KeptBundle::default();
     let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(), None, Some(&mut kept));
     assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
+    assert_eq!(withheld_for_secrets(&outcome), Vec::<String>::new(), "a leaked file hides as withheld");
     let tar = kept.0.expect("artifacts").tar;
     let text = String::from_utf8_lossy(&tar).to_string();
     assert!(text.contains("hello from the private repo"), "the clone worked");

@@ -97,6 +97,7 @@ fn the_clone_step_alone_holds_the_credential() {
     assert!(stdout.contains("hello from the private repo"), "the workload sees the clone: {stdout}");
     assert!(server.requests().iter().any(|(_, authorized)| *authorized), "the credential was presented");
 
+    assert_eq!(withheld_for_secrets(&outcome), Vec::<String>::new(), "a leaked file hides as withheld");
     let bundle = kept.0.expect("artifacts");
     let tar = bundle.tar.clone();
     assert!(bundle.files.iter().any(|f| f.path.ends_with("git-config.txt")), "{:?}", bundle.files);
@@ -306,6 +307,7 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1, "only the in-scope call reached the upstream: {seen:?}");
     assert!(seen[0].contains(&format!("authorization: Bearer {SECRET}")), "{}", seen[0]);
+    assert_eq!(withheld_for_secrets(&outcome), Vec::<String>::new(), "a leaked file hides as withheld");
     let tar = String::from_utf8_lossy(&kept.0.expect("artifacts").tar).to_string();
     assert!(tar.contains("HTTP/1.1 200") && tar.contains("Bearer ***"), "the echo came back redacted: {tar}");
     assert!(tar.contains("HTTP/1.1 403"), "the out-of-scope call was refused: {tar}");

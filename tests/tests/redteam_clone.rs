@@ -382,6 +382,7 @@ fn redteam_hostile_links_and_attributes_leak_nothing() {
     let mut kept = KeptBundle::default();
     let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(), None, Some(&mut kept));
     assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
+    assert_eq!(withheld_for_secrets(&outcome), Vec::<String>::new(), "a leaked file hides as withheld");
     let tar = kept.0.expect("artifacts").tar;
     let text = String::from_utf8_lossy(&tar).to_string();
     assert!(text.contains("== ca -> /tmp/enclave-ca.pem"), "the links were checked out as links");

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::artifact::RawArtifact;
+use crate::artifact::ArtifactArchive;
 use crate::clock::Clock;
 use crate::event::BackendEvents;
 use crate::kill_reason::Observation;
@@ -123,11 +123,17 @@ pub trait Backend: Send + Sync {
     ) -> Result<RunHandle, BackendError>;
     /// Waits until the run ends and reports what was observed.
     async fn wait(&self, run: &RunHandle) -> Result<Observation, BackendError>;
-    /// Raw archives of the requested workspace paths, taken after the program ended and
-    /// before teardown. The orchestrator filters them (links, size cap) in one place.
-    /// Backends that run nothing have nothing to archive.
-    async fn collect_artifacts(&self, _run: &RunHandle, _paths: &[String]) -> Result<Vec<RawArtifact>, BackendError> {
-        Ok(Vec::new())
+    /// A raw tar archive of one requested workspace path, streamed, taken after the
+    /// program ended and before teardown; `None` if this backend collects no artifacts.
+    /// The orchestrator reads it as it arrives and filters it (confinement, links,
+    /// duplicates, secrets, size cap) in one place, and drops it once it has read
+    /// enough, so a backend must not buffer the archive itself.
+    async fn artifact_archive<'a>(
+        &'a self,
+        _run: &'a RunHandle,
+        _path: &'a str,
+    ) -> Result<Option<ArtifactArchive<'a>>, BackendError> {
+        Ok(None)
     }
     /// Stops the run now (the orchestrator decided to kill it).
     async fn kill(&self, run: &RunHandle) -> Result<(), BackendError>;

@@ -9,6 +9,7 @@
 //! record, an error or a result.
 
 mod address;
+mod archive_stream;
 mod artifact;
 mod audit;
 mod backend;
@@ -30,9 +31,7 @@ pub use address::{
     AddressClass, METADATA_ENDPOINTS, address_components, classify, classify_alone, effective_address, embedded_ipv4,
     embedded_ipv4_ranges, embedded_ipv4s, special_ranges,
 };
-pub use artifact::{
-    ArtifactBundle, ArtifactFile, ArtifactSink, RawArtifact, SkippedArtifact, bundle as bundle_artifacts,
-};
+pub use artifact::{ArtifactArchive, ArtifactBundle, ArtifactFile, ArtifactSink, SkippedArtifact};
 pub use audit::{
     AuditChain, AuditEvent, AuditRecord, AuditSink, AuditWriteError, BrokenRecord, MemoryAuditSink, VerifyReport,
     genesis, to_jsonl_line, verify_jsonl,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, channel::mpsc};
 
-use crate::artifact::ArtifactSink;
+use crate::archive_stream::Flow;
+use crate::artifact::{ArtifactBundler, ArtifactSink};
 use crate::audit::{AuditChain, AuditEvent, AuditSink, AuditWriteError};
 use crate::backend::{Backend, BackendError, RunHandle};
 use crate::clock::{Clock, rfc3339};
@@ -279,22 +280,42 @@ impl<'a> Driver<'a> {
         )
     }
 
-    /// Copies out the plan's artifacts (capped by the policy) before teardown.
+    /// Copies out the plan's artifacts before teardown, one path at a time, each read
+    /// only as far as the bundle still has room (the policy's cap).
     async fn collect_artifacts(&mut self, handle: &RunHandle) {
         if self.plan.artifacts.is_empty() || self.artifact_sink.is_none() {
             return;
         }
-        let raw = match self.backend().collect_artifacts(handle, &self.plan.artifacts).await {
-            Ok(raw) => raw,
-            Err(e) => {
-                self.warnings.push(format!("artifacts could not be collected: {e}"));
-                return;
+        let plan = self.plan;
+        let backend = self.backend();
+        let mut bundler = ArtifactBundler::new(plan.artifact_bytes_max, &self.redactor);
+        for path in &plan.artifacts {
+            if !bundler.begin(path) {
+                continue;
             }
-        };
-        if raw.is_empty() {
-            return;
+            let mut archive = match backend.artifact_archive(handle, path).await {
+                Ok(Some(archive)) => archive,
+                // This backend collects no artifacts.
+                Ok(None) => return,
+                Err(e) => {
+                    self.warnings.push(format!("artifacts could not be collected: {e}"));
+                    return;
+                }
+            };
+            while let Some(chunk) = archive.next().await {
+                match chunk {
+                    Ok(bytes) if bundler.feed(&bytes) == Flow::Continue => {}
+                    // Enough was read: dropping the archive stops the download.
+                    Ok(_) => break,
+                    Err(reason) => {
+                        bundler.fail(&reason);
+                        break;
+                    }
+                }
+            }
+            bundler.end();
         }
-        let bundle = crate::artifact::bundle(&raw, self.plan.artifact_bytes_max);
+        let bundle = bundler.finish();
         self.record(AuditEvent::ArtifactsCollected {
             files: bundle.files.iter().map(|f| f.path.clone()).collect(),
             bytes: bundle.files.iter().map(|f| f.bytes).sum(),

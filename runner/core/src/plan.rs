@@ -40,7 +40,7 @@ pub struct Plan {
     pub quotas: Quotas,
     /// Workspace-relative paths to copy out.
     pub artifacts: Vec<String>,
-    /// Most bytes of artifact content kept (from the policy).
+    /// Most bytes of the artifact bundle, tar headers included (from the policy).
     pub artifact_bytes_max: u64,
     /// Warnings a user should see (e.g. weaker isolation).
     pub warnings: Vec<String>,

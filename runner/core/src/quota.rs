@@ -55,7 +55,7 @@ pub struct Policy {
     pub min: Quotas,
     /// Image used when the spec names none.
     pub default_image: String,
-    /// Most bytes of artifact content copied out of one session.
+    /// Most bytes of one session's artifact bundle (file content and tar headers).
     pub artifact_bytes: u64,
     /// Isolation level to plan for. Anything but gVisor is weaker and needs
     /// `permit_weaker_isolation`.

@@ -18,8 +18,8 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use enclave_core::{
-    Backend, BackendError, BackendEvent, BackendEvents, Capabilities, EgressPhase, ExitObservation, Isolation,
-    Observation, Plan, Program, RawArtifact, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
+    ArtifactArchive, Backend, BackendError, BackendEvent, BackendEvents, Capabilities, EgressPhase, ExitObservation,
+    Isolation, Observation, Plan, Program, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
 };
 use enclave_spec::EgressMode;
 use futures::StreamExt as _;
@@ -739,32 +739,25 @@ impl Backend for DockerBackend {
         })
     }
 
-    async fn collect_artifacts(&self, handle: &RunHandle, paths: &[String]) -> Result<Vec<RawArtifact>, BackendError> {
+    async fn artifact_archive<'a>(
+        &'a self,
+        handle: &'a RunHandle,
+        path: &'a str,
+    ) -> Result<Option<ArtifactArchive<'a>>, BackendError> {
         let run = self.run(&handle.session)?;
-        let mut raw = Vec::new();
-        for path in paths {
-            // Docker archives links as links (it never follows them); the orchestrator
-            // drops those that point outside the workspace.
-            let options = DownloadFromContainerOptionsBuilder::default().path(&format!("{WORKSPACE}/{path}")).build();
-            let mut stream = self.docker.download_from_container(&run.container, Some(options));
-            let mut archive = Vec::new();
-            let mut failure = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(bytes) => archive.extend_from_slice(&bytes),
-                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                        failure = Some("not found in the workspace".to_owned());
-                        break;
-                    }
-                    Err(e) => {
-                        failure = Some(format!("could not be read: {e}"));
-                        break;
-                    }
+        // Docker archives links as links (it never follows them); core drops those that
+        // point outside the workspace. The chunks go on as they arrive: core reads only
+        // as far as the bundle has room and then drops the stream, which ends the download.
+        let options = DownloadFromContainerOptionsBuilder::default().path(&format!("{WORKSPACE}/{path}")).build();
+        let archive = self.docker.download_from_container(&run.container, Some(options)).map(|chunk| {
+            chunk.map(Vec::from).map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                    "not found in the workspace".to_owned()
                 }
-            }
-            raw.push(RawArtifact { requested: path.clone(), archive: failure.map_or(Ok(archive), Err) });
-        }
-        Ok(raw)
+                e => format!("could not be read: {e}"),
+            })
+        });
+        Ok(Some(archive.boxed()))
     }
 
     async fn kill(&self, handle: &RunHandle) -> Result<(), BackendError> {

@@ -127,3 +127,16 @@ pub fn loopback_policy() -> Policy {
         ..Policy::default()
     }
 }
+
+/// Artifacts left out for holding a secret value. A test that searches the bundle for a
+/// leaked credential must see this empty: a leaked file is withheld from the bundle, so
+/// the search alone would pass.
+pub fn withheld_for_secrets(outcome: &Outcome) -> Vec<String> {
+    outcome
+        .result
+        .artifacts_skipped
+        .iter()
+        .filter(|s| s.reason.contains("secret value"))
+        .map(|s| format!("{}: {}", s.path, s.reason))
+        .collect()
+}

@@ -1,7 +1,7 @@
 //! The Docker backend: one hardened container per session under gVisor, the program run
 //! through `exec` (one process per step), resource facts read from the host.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -176,41 +176,74 @@ impl DockerBackend {
     }
 
     /// Reaps sessions of this scope whose owning Enclave process no longer exists (it
-    /// crashed or was killed mid-session). Sessions of live processes are left alone, so
-    /// concurrent `enclave run` processes never tear down each other's sessions.
+    /// crashed or was killed mid-session). Each resource is judged by its own owner
+    /// labels, so sessions of live processes (other `enclave run`s, a server) are left
+    /// alone whatever they create meanwhile; this process's own running sessions too.
     pub async fn reap_abandoned(&self) -> Result<Vec<SessionId>, BackendError> {
+        let live: Vec<SessionId> = self.runs.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        self.reap_orphans(&live).await
+    }
+
+    /// Whether this process may remove a resource with these labels: its owner is gone,
+    /// or it is this process's own and its session is not live.
+    fn reapable(&self, labels: &HashMap<String, String>, live: &[SessionId]) -> bool {
+        if labels::owned_by(labels, &self.config) {
+            return labels.get(labels::SESSION).is_none_or(|s| !live.iter().any(|l| l.as_str() == s));
+        }
+        !labels::owner_alive(labels)
+    }
+
+    /// The sessions that hold a resource this process may not remove.
+    async fn protected_sessions(&self, live: &[SessionId]) -> Result<BTreeSet<String>, BackendError> {
         let filter = labels::managed_filter(&self.config.scope);
+        let mut label_sets: Vec<HashMap<String, String>> = Vec::new();
         let containers = self
             .docker
             .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
             .await
             .map_err(DockerError::call("container list"))?;
+        label_sets.extend(containers.into_iter().filter_map(|c| c.labels));
         let volumes = self
             .docker
             .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(DockerError::call("volume list"))?;
+        label_sets.extend(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels));
         let networks = self
             .docker
             .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(DockerError::call("network list"))?;
-        let label_sets = containers
-            .into_iter()
-            .filter_map(|c| c.labels)
-            .chain(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels))
-            .chain(networks.into_iter().filter_map(|n| n.labels));
-        let mut live = Vec::new();
-        for labels in label_sets {
-            let owner_alive = labels
-                .get(labels::OWNER_PID)
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-            if let (true, Some(Ok(session))) = (owner_alive, labels.get(labels::SESSION).map(SessionId::new)) {
-                live.push(session);
+        label_sets.extend(networks.into_iter().filter_map(|n| n.labels));
+        Ok(label_sets
+            .iter()
+            .filter(|l| !self.reapable(l, live))
+            .filter_map(|l| l.get(labels::SESSION).cloned())
+            .collect())
+    }
+
+    /// Checks that a session's volumes are the ones Enclave created for it, with their
+    /// size limit: Docker silently creates a missing named volume, unlimited and
+    /// unlabelled, when a container names it.
+    async fn verify_volumes(&self, session: &SessionId, plan: &Plan, names: &Names) -> Result<(), DockerError> {
+        for name in [&names.workspace, &names.tmp] {
+            let volume = self
+                .docker
+                .inspect_volume(name)
+                .await
+                .map_err(|e| DockerError::Setup(format!("volume {name} is missing: {e}")))?;
+            let expected = tmpfs_volume_options(plan.quotas.disk_bytes, enclave_core::WORKLOAD_UID);
+            let ours = volume.labels.get(labels::SESSION).map(String::as_str) == Some(session.as_str())
+                && labels::owned_by(&volume.labels, &self.config)
+                && volume.driver == "local"
+                && volume.options == expected;
+            if !ours {
+                return Err(DockerError::Setup(format!(
+                    "volume {name} is not the one Enclave created for this session with its size limit (it was removed and recreated by someone else); refusing to run without the disk quota"
+                )));
             }
         }
-        self.reap_orphans(&live).await
+        Ok(())
     }
 
     fn run(&self, session: &SessionId) -> Result<Arc<Run>, BackendError> {
@@ -470,7 +503,7 @@ impl DockerBackend {
             name: Some(name.to_owned()),
             driver: Some("local".to_owned()),
             driver_opts: Some(tmpfs_volume_options(size, enclave_core::WORKLOAD_UID)),
-            labels: Some(labels::for_session(session, role, &self.config.scope, self.config.owner_pid)),
+            labels: Some(labels::for_session(session, role, &self.config)),
             ..Default::default()
         };
         self.docker.create_volume(request).await.map_err(DockerError::call("volume create"))?;
@@ -648,6 +681,9 @@ impl Backend for DockerBackend {
         let options = CreateContainerOptionsBuilder::default().name(&names.holder).build();
         let holder =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("holder create"))?;
+        // The holder now keeps the volumes in use (no one can remove them): they must be
+        // the ones created above, with their limits, or nothing runs.
+        self.verify_volumes(session, plan, &names).await?;
         self.docker.start_container(&holder.id, None).await.map_err(DockerError::call("holder start"))?;
         if let Some(reach) = &reach {
             let pid = self.container_pid(&holder.id).await?;
@@ -832,38 +868,65 @@ impl Backend for DockerBackend {
     }
 
     async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
+        // Firewall rules carry no owner: listed first, they are removed only for sessions
+        // that, listed after them, hold nothing this process may not remove (a session's
+        // network, labelled with its owner, exists before its rules do).
+        let guarded = network::guarded_sessions(&self.config.scope).await;
         let filter = labels::managed_filter(&self.config.scope);
-        let mut sessions = std::collections::BTreeSet::new();
+        let mut reaped = BTreeSet::new();
         let containers = self
             .docker
             .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
             .await
             .map_err(DockerError::call("container list"))?;
-        sessions.extend(containers.into_iter().filter_map(|c| c.labels?.get(labels::SESSION).cloned()));
+        for container in containers {
+            let Some(labels) = container.labels else { continue };
+            if !self.reapable(&labels, live) {
+                continue;
+            }
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(false).build();
+            if self.docker.remove_container(container.id.as_deref().unwrap_or_default(), Some(options)).await.is_ok() {
+                reaped.extend(labels.get(labels::SESSION).cloned());
+            }
+        }
         let volumes = self
             .docker
             .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(DockerError::call("volume list"))?;
-        sessions.extend(
-            volumes.volumes.unwrap_or_default().into_iter().filter_map(|v| v.labels.get(labels::SESSION).cloned()),
-        );
+        for volume in volumes.volumes.unwrap_or_default() {
+            if !self.reapable(&volume.labels, live) {
+                continue;
+            }
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            if self.docker.remove_volume(&volume.name, Some(options)).await.is_ok() {
+                reaped.extend(volume.labels.get(labels::SESSION).cloned());
+            }
+        }
         let networks = self
             .docker
             .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
             .await
             .map_err(DockerError::call("network list"))?;
-        sessions.extend(networks.into_iter().filter_map(|n| n.labels?.get(labels::SESSION).cloned()));
-        sessions.extend(network::guarded_sessions(&self.config.scope).await);
-        let mut reaped = Vec::new();
-        for id in sessions {
-            let Ok(session) = SessionId::new(id) else { continue };
-            if live.contains(&session) {
+        for net in networks {
+            let Some(labels) = net.labels else { continue };
+            if !self.reapable(&labels, live) {
                 continue;
             }
-            self.teardown(&session).await?;
-            reaped.push(session);
+            if self.docker.remove_network(net.id.as_deref().unwrap_or_default()).await.is_ok() {
+                reaped.extend(labels.get(labels::SESSION).cloned());
+            }
         }
-        Ok(reaped)
+        let protected = self.protected_sessions(live).await?;
+        for session in guarded {
+            if protected.contains(&session) || live.iter().any(|l| l.as_str() == session) {
+                continue;
+            }
+            if let Ok(id) = SessionId::new(session.clone()) {
+                network::unguard_host(&self.config.scope, &id).await?;
+                reaped.insert(session);
+            }
+        }
+        Ok(reaped.into_iter().filter_map(|s| SessionId::new(s).ok()).collect())
     }
 }

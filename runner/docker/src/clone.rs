@@ -83,7 +83,7 @@ pub(crate) fn clone_container(
         cmd: Some(vec!["2147483647".to_owned()]),
         env: Some(env),
         working_dir: Some(WORKSPACE.to_owned()),
-        labels: Some(labels::for_session(session, "clone", &config.scope, config.owner_pid)),
+        labels: Some(labels::for_session(session, "clone", config)),
         host_config: Some(host_config),
         attach_stdin: Some(false),
         tty: Some(false),

@@ -19,6 +19,9 @@ pub struct DockerConfig {
     pub scope: String,
     /// The pid recorded as the owner of new sessions (this process by default).
     pub owner_pid: u32,
+    /// That owner's start time (this process's by default), recorded with the pid so a
+    /// reused pid never passes for the owner.
+    pub owner_start: Option<u64>,
     /// The gVisor runtime for sessions with a network (runsc with `--network=host`
     /// inside the container's own namespace): clone steps and allowlist workloads.
     pub gvisor_netns_runtime: String,
@@ -46,6 +49,7 @@ impl Default for DockerConfig {
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
             scope: "default".to_owned(),
             owner_pid: std::process::id(),
+            owner_start: crate::labels::process_start(std::process::id()),
             gvisor_netns_runtime: "enclave-runsc-netns".to_owned(),
             clone_image: "enclave/git:latest".to_owned(),
             holder_image: "enclave/base:latest".to_owned(),

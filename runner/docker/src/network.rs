@@ -68,7 +68,7 @@ pub(crate) async fn create(
             // nothing else is on the network.
             ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
         ])),
-        labels: Some(labels::for_session(session, "network", &config.scope, config.owner_pid)),
+        labels: Some(labels::for_session(session, "network", config)),
         ..Default::default()
     };
     docker.create_network(request).await.map_err(DockerError::call("network create"))?;

@@ -210,7 +210,16 @@ fn an_allowlist_workload_reaches_only_its_proxy() {
     let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
     let canaries = Canaries::start(2);
     let (allowed, denied) = (canaries.ip(0), canaries.ip(1));
-    let docker0 = docker(&["network", "inspect", "bridge", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"]);
+    // docker0's own address on the host (Docker 20.10 leaves the IPAM gateway empty).
+    let ip = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().unwrap();
+    let docker0 = String::from_utf8_lossy(&ip.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_owned)
+        .filter(|a| a.parse::<Ipv4Addr>().is_ok())
+        .expect("docker0 has an IPv4 address");
     // A host listener on every address: the workload must not reach it, by any address.
     let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let host_port = host.local_addr().unwrap().port();

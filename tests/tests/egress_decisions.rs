@@ -217,7 +217,7 @@ fn check(rows: &[Row<'_>]) {
                     plan,
                     phase: *phase,
                     proxy_addresses: &PROXY,
-                    host_addresses: &HOST,
+                    host_addresses: &HOST.map(ipnet::IpNet::from),
                     trusted_clone_networks: &[],
                 };
                 let got = decide(&ctx, host, *port, *dns);
@@ -480,8 +480,8 @@ fn egress_denies_special_ranges_unless_a_cidr_rule_inside_names_them() {
         Connect(any, RUN, "100.64.0.1", 80, NotModelled, special("100.64.0.1", Cgnat)),
         Connect(any, RUN, "224.0.0.251", 80, NotModelled, special("224.0.0.251", Multicast)),
         Connect(any, RUN, "[ff02::1]", 80, NotModelled, special("ff02::1", Multicast)),
-        Connect(any, RUN, "0.0.0.0", 80, NotModelled, special("0.0.0.0", Reserved)),
-        Connect(any, RUN, "[::]", 80, NotModelled, special("::", Reserved)),
+        Connect(any, RUN, "0.0.0.0", 80, NotModelled, never("0.0.0.0", AddressClass::Unspecified)),
+        Connect(any, RUN, "[::]", 80, NotModelled, never("::", AddressClass::Unspecified)),
         Connect(any, RUN, "255.255.255.255", 80, NotModelled, special("255.255.255.255", Reserved)),
         Connect(any, RUN, "192.0.2.1", 80, NotModelled, special("192.0.2.1", Reserved)),
         Connect(any, RUN, "240.0.0.1", 80, NotModelled, special("240.0.0.1", Reserved)),
@@ -515,7 +515,7 @@ fn egress_denies_dns_rebinding_to_special_addresses() {
         Connect(a, RUN, host, 443, Resolved(&metadata_v4), metadata("169.254.169.254")),
         Connect(a, RUN, host, 443, Resolved(&metadata_mapped), metadata("::ffff:169.254.169.254")),
         Connect(a, RUN, host, 443, Resolved(&metadata_nat64), metadata("64:ff9b::a9fe:a9fe")),
-        Connect(a, RUN, host, 443, Resolved(&unspecified), special("0.0.0.0", AddressClass::Reserved)),
+        Connect(a, RUN, host, 443, Resolved(&unspecified), never("0.0.0.0", AddressClass::Unspecified)),
         // An address a CIDR rule names (on this port) is fine; one it does not name is not.
         Connect(a, RUN, host, 443, Resolved(&named_private), allow("allow[0]")),
         Connect(a, RUN, host, 443, Resolved(&unnamed_private), special("10.2.0.1", AddressClass::Private)),

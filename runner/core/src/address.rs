@@ -20,6 +20,9 @@ pub enum AddressClass {
     Metadata,
     /// Link-local (169.254.0.0/16, fe80::/10). Never reachable.
     LinkLocal,
+    /// The unspecified address and "this network" (0.0.0.0/8, ::): a connection to it
+    /// lands on the host itself. Never reachable.
+    Unspecified,
     /// Loopback (127.0.0.0/8, ::1). Never reachable (an operator's unsafe test setting
     /// aside: `Policy::host_loopback`).
     Loopback,
@@ -39,7 +42,10 @@ impl AddressClass {
     /// Whether no policy or rule may open this class (loopback opens only through the
     /// operator's explicit, warned test setting).
     pub fn never_reachable(self) -> bool {
-        matches!(self, AddressClass::Metadata | AddressClass::LinkLocal | AddressClass::Loopback)
+        matches!(
+            self,
+            AddressClass::Metadata | AddressClass::LinkLocal | AddressClass::Unspecified | AddressClass::Loopback
+        )
     }
 }
 
@@ -48,6 +54,7 @@ impl fmt::Display for AddressClass {
         f.write_str(match self {
             AddressClass::Metadata => "a cloud metadata or credential endpoint",
             AddressClass::LinkLocal => "link-local",
+            AddressClass::Unspecified => "the unspecified address (this host)",
             AddressClass::Loopback => "loopback",
             AddressClass::Private => "private",
             AddressClass::Cgnat => "carrier-grade NAT",
@@ -83,7 +90,7 @@ pub fn special_ranges() -> Vec<(IpNet, AddressClass)> {
     use AddressClass::*;
     let metadata = METADATA_ENDPOINTS.iter().map(|(address, _)| (net(address), Metadata));
     let ranges = [
-        ("0.0.0.0/8", Reserved),
+        ("0.0.0.0/8", Unspecified),
         ("10.0.0.0/8", Private),
         ("100.64.0.0/10", Cgnat),
         ("127.0.0.0/8", Loopback),
@@ -98,7 +105,7 @@ pub fn special_ranges() -> Vec<(IpNet, AddressClass)> {
         ("203.0.113.0/24", Reserved),
         ("224.0.0.0/4", Multicast),
         ("240.0.0.0/4", Reserved),
-        ("::/128", Reserved),
+        ("::/128", Unspecified),
         ("::1/128", Loopback),
         ("64:ff9b:1::/48", Reserved),
         ("100::/64", Reserved),
@@ -320,10 +327,10 @@ mod tests {
             ("fd00:ec2::23", Metadata),
             ("224.0.0.1", Multicast),
             ("255.255.255.255", Reserved),
-            ("0.0.0.0", Reserved),
+            ("0.0.0.0", Unspecified),
             ("8.8.8.8", Public),
             ("::1", Loopback),
-            ("::", Reserved),
+            ("::", Unspecified),
             ("fe80::1", LinkLocal),
             ("fd12::1", Private),
             ("fd00:ec2::254", Metadata),
@@ -369,7 +376,8 @@ mod tests {
             ("64:ff9b:1:a9:fe:a9fe::", Metadata),
             ("64:ff9b:1::a9:fea9:fe00:0", Metadata),
             ("64:ff9b:1::a9fe:a9fe", Metadata),
-            ("64:ff9b:1::808:808", Reserved),
+            // Its /48 position reads 0.0.8.8: "this network", never reachable.
+            ("64:ff9b:1::808:808", Unspecified),
             // Teredo: the server's address, and the client's inverted
             ("2001:0:a9fe:a9fe::1", Metadata),
             ("2001:0:808:808::5601:5601", Metadata),

@@ -177,9 +177,9 @@ pub struct DecisionContext<'a> {
     pub phase: EgressPhase,
     /// Addresses of the proxy itself, always denied.
     pub proxy_addresses: &'a [IpAddr],
-    /// Addresses of the host the proxy dials from (every interface's), always denied.
-    /// Empty where they are not known (the simulator).
-    pub host_addresses: &'a [IpAddr],
+    /// Addresses of the host the proxy dials from (every interface's, every local
+    /// route's prefix), always denied. Empty where they are not known (the simulator).
+    pub host_addresses: &'a [ipnet::IpNet],
     /// Networks the operator trusts for the clone phase only (an internal git server on
     /// a private range). Never widens the workload's reach; never opens metadata.
     pub trusted_clone_networks: &'a [ipnet::IpNet],
@@ -325,10 +325,11 @@ fn vet_component(
     // The operator's unsafe test setting, recorded in the plan, is the one way to loopback.
     let loopback_opened =
         class == AddressClass::Loopback && ctx.plan.egress.host_loopback.iter().any(|n| n.contains(&component));
-    if matches!(class, AddressClass::LinkLocal | AddressClass::Loopback) && !loopback_opened {
+    if class.never_reachable() && !loopback_opened {
         return Err(DenyReason::NeverReachable { address, class });
     }
-    if !loopback_opened && is(ctx.host_addresses) {
+    let on_host = ctx.host_addresses.iter().any(|n| n.contains(&component) || n.contains(&address));
+    if !loopback_opened && on_host {
         return Err(DenyReason::HostAddress { address });
     }
     match (class, range) {

@@ -196,7 +196,7 @@ impl SessionProxy {
         }
     }
 
-    fn context<'a>(&'a self, phase: EgressPhase, host_addresses: &'a [IpAddr]) -> DecisionContext<'a> {
+    fn context<'a>(&'a self, phase: EgressPhase, host_addresses: &'a [IpNet]) -> DecisionContext<'a> {
         DecisionContext {
             plan: &self.cfg.plan,
             phase,

@@ -27,12 +27,13 @@ mod record;
 mod relay;
 mod resolve;
 mod sni;
+mod upstream;
+mod wire;
 
 pub use directory::{Directory, DirectoryTask, StaticDirectory, serve_directory};
 pub use host_addresses::HostAddresses;
 pub use proxy::{
     CLONE_DONE_HOST, CLONE_DONE_URL, MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig,
-    upstream_tls, upstream_tls_pem,
 };
 pub use record::Recorder;
 pub use relay::{
@@ -41,3 +42,4 @@ pub use relay::{
 };
 pub use resolve::{DnsResolver, Layered, Resolve, StaticResolver};
 pub use sni::{Hello, MAX_HELLO_BYTES, parse as parse_client_hello};
+pub use upstream::{upstream_tls, upstream_tls_pem};

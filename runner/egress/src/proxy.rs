@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use enclave_core::{
-    AddressClass, BackendEvent, BindingPlan, Decision, DecisionContext, DenyReason, EgressPhase, Plan, Redactor,
-    Resolution, SecretStore, check_binding_scope, classify, decide,
+    BackendEvent, BindingPlan, Decision, DecisionContext, DenyReason, EgressPhase, Plan, Redactor, Resolution,
+    SecretStore, check_binding_scope, decide,
 };
 use enclave_spec::{Host, canonical_host};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +29,10 @@ use crate::host_addresses::HostAddresses;
 use crate::record::Recorder;
 use crate::resolve::Resolve;
 use crate::sni::{Hello, read_hello};
+use crate::upstream::{dial, send};
+use crate::wire::{
+    Prefixed, check_framing, check_raw_head, connect_target, origin_form, read_head, request_target, strip_hop_by_hop,
+};
 
 /// The name of the clone step's end-of-clone signal; under `.invalid`, so it can never
 /// be a real destination.
@@ -47,8 +51,6 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a whole request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long dialling an upstream may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest binding response the proxy buffers to strip an echoed credential.
 pub const MAX_BINDING_RESPONSE: usize = 16 * 1024 * 1024;
 
@@ -534,213 +536,6 @@ impl SessionProxy {
     }
 }
 
-/// The most header bytes a request may have.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// Reads up to the end of the first request head (and whatever arrived with it).
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(buf);
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            return Ok(buf); // judged (and refused) as too large
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Judges the raw head: framing must be unambiguous before anything is forwarded.
-fn check_raw_head(buf: &[u8]) -> Result<(), &'static str> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Err("request head too large");
-    };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not valid UTF-8")?;
-    let mut lengths = 0;
-    let mut encodings = 0;
-    for line in head.split("\r\n").skip(1) {
-        if line.starts_with([' ', '\t']) {
-            return Err("folded header line");
-        }
-        let Some((name, _)) = line.split_once(':') else {
-            return Err("header line without a colon");
-        };
-        if name.is_empty() || name.ends_with([' ', '\t']) {
-            return Err("whitespace before a header colon");
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-        }
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            encodings += 1;
-        }
-    }
-    match (lengths, encodings) {
-        (l, _) if l > 1 => Err("more than one Content-Length"),
-        (1, e) if e > 0 => Err("both Content-Length and Transfer-Encoding"),
-        (_, e) if e > 1 => Err("more than one Transfer-Encoding"),
-        _ => Ok(()),
-    }
-}
-
-/// Host and port named by a raw request line, for the record of a refused request.
-fn request_target(buf: &[u8]) -> (String, u16) {
-    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let target = line.split_whitespace().nth(1).unwrap_or_default();
-    let parsed: Option<Uri> = target.parse().ok();
-    let authority = parsed.as_ref().and_then(Uri::authority);
-    match authority {
-        Some(a) => (a.host().to_owned(), a.port_u16().unwrap_or(80)),
-        None => (String::new(), 0),
-    }
-}
-
-/// A stream whose first bytes were already read.
-struct Prefixed {
-    prefix: Vec<u8>,
-    inner: TcpStream,
-}
-
-impl tokio::io::AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.drain(..n);
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// `host:port` of a CONNECT request (authority form only; a port is required).
-fn connect_target(uri: &Uri) -> Option<(String, u16)> {
-    if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
-        return None;
-    }
-    let authority = uri.authority()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    Some((authority.host().to_owned(), authority.port_u16()?))
-}
-
-/// Refuses ambiguous framing: Content-Length together with Transfer-Encoding, more
-/// than one Content-Length, or a Transfer-Encoding other than plain `chunked`.
-fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
-    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if lengths > 1 {
-        return Err("more than one Content-Length");
-    }
-    if lengths == 1 && !encodings.is_empty() {
-        return Err("both Content-Length and Transfer-Encoding");
-    }
-    if encodings.len() > 1 || encodings.first().is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
-        return Err("a Transfer-Encoding other than chunked");
-    }
-    Ok(())
-}
-
-/// Removes hop-by-hop headers (and any the Connection header names) and every
-/// `Proxy-*` header: they concern this hop only, and would leak the proxy's business.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    let proxy_headers: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("proxy-")).cloned().collect();
-    for name in proxy_headers {
-        headers.remove(name);
-    }
-}
-
-fn origin_form(uri: &Uri) -> Uri {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// The addresses the proxy will ever dial: never a cloud metadata address, whatever a
-/// decision said (a second lock on the one door that must never open).
-fn dialable(addrs: &[IpAddr]) -> impl Iterator<Item = &IpAddr> {
-    addrs.iter().filter(|a| classify(**a).0 != AddressClass::Metadata)
-}
-
-/// Connects to the first vetted address that answers. Never resolves anything.
-async fn dial(addrs: &[IpAddr], port: u16) -> Option<TcpStream> {
-    for addr in dialable(addrs) {
-        let target = SocketAddr::new(*addr, port);
-        if let Ok(Ok(stream)) = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await {
-            let _ = stream.set_nodelay(true);
-            return Some(stream);
-        }
-    }
-    None
-}
-
-/// Sends one request over a fresh HTTP/1.1 connection; redirects are returned, never
-/// followed.
-async fn send<T, B>(io: TokioIo<T>, request: Request<B>) -> Result<Response<Incoming>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    sender.send_request(request).await.map_err(|e| e.to_string())
-}
-
 fn empty() -> ProxyBody {
     full(Bytes::new())
 }
@@ -754,50 +549,4 @@ fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
-}
-
-/// [`upstream_tls`] with the extra CA certificates given as PEM text.
-pub fn upstream_tls_pem(pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut extra = Vec::new();
-    if let Some(pem) = pem {
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            extra.push(cert.map_err(|e| format!("extra CA PEM: {e}"))?.to_vec());
-        }
-    }
-    upstream_tls(&extra)
-}
-
-/// TLS settings for binding upstreams: the Mozilla roots, plus any extra CA
-/// certificates (DER) the operator trusts.
-pub fn upstream_tls(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in extra_roots {
-        roots.add(rustls::pki_types::CertificateDer::from(der.clone())).map_err(|e| format!("extra CA: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Decision-level only: the metadata addresses are blocked by `dialable` itself, and
-    /// this test never connects anywhere.
-    #[test]
-    fn metadata_addresses_are_never_dialable() {
-        let addrs: Vec<IpAddr> = ["169.254.169.254", "::ffff:169.254.169.254", "192.0.2.7", "fd00:ec2::254"]
-            .iter()
-            .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
-            .collect();
-        let kept: Vec<String> = dialable(&addrs).map(ToString::to_string).collect();
-        assert_eq!(kept, ["192.0.2.7"]);
-    }
 }

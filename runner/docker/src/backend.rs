@@ -1,7 +1,7 @@
 //! The Docker backend: one hardened container per session under gVisor, the program run
 //! through `exec` (one process per step), resource facts read from the host.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +25,7 @@ use enclave_spec::EgressMode;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
-use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
+use crate::clone::clone_container_name;
 use crate::config::DockerConfig;
 use crate::container_spec::attach_to_proxy;
 use crate::container_spec::holder_container;
@@ -35,28 +35,15 @@ use crate::container_spec::{
 use crate::error::DockerError;
 use crate::network;
 
-/// Most bytes of the clone's output kept while it runs (its tail).
-/// How long a failed clone exec waits to see whether its sandbox exited too.
-const SANDBOX_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-const TRANSCRIPT_TAIL_BYTES: usize = 8 << 10;
-/// Most characters of one output line in the clone's detail.
-const DETAIL_LINE_CHARS: usize = 512;
-
-/// How a clone ended.
-struct CloneOutcome {
-    code: i32,
-    detail: String,
-}
-
 /// A session's reach: its network and the proxy listening on the network's gateway.
-struct Reach {
-    net: network::SessionNetwork,
-    proxy: enclave_egress::ProxyTask,
+pub(crate) struct Reach {
+    pub(crate) net: network::SessionNetwork,
+    pub(crate) proxy: enclave_egress::ProxyTask,
 }
 
 impl Reach {
     /// The proxy as sandboxes name it in `HTTP(S)_PROXY`.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.proxy.address)
     }
 
@@ -69,27 +56,27 @@ use crate::usage::{Usage, UsageReader};
 
 /// Runs sessions in Docker.
 pub struct DockerBackend {
-    docker: Docker,
-    config: DockerConfig,
+    pub(crate) docker: Docker,
+    pub(crate) config: DockerConfig,
     runtimes: Vec<String>,
-    runs: Mutex<HashMap<SessionId, Arc<Run>>>,
+    pub(crate) runs: Mutex<HashMap<SessionId, Arc<Run>>>,
 }
 
-struct Run {
+pub(crate) struct Run {
     /// The workload container's name. It is created in `wait`, once the clone is over
     /// and its reach revoked: no process of the workload image runs before that.
-    container: String,
+    pub(crate) container: String,
     /// The session's network and egress proxy (clone step or allowlist mode); the proxy
     /// stops on drop.
-    reach: Option<Reach>,
+    pub(crate) reach: Option<Reach>,
     /// The clone step's credential, resolved from the secret store at launch (the only
     /// place outside the proxy that holds a value), or why it could not be.
-    clone_credential: Result<Option<enclave_core::Secret>, String>,
-    plan: Plan,
-    events: BackendEvents,
-    volumes: Vec<PathBuf>,
+    pub(crate) clone_credential: Result<Option<enclave_core::Secret>, String>,
+    pub(crate) plan: Plan,
+    pub(crate) events: BackendEvents,
+    pub(crate) volumes: Vec<PathBuf>,
     /// Set once by `kill`; everything waiting on the run watches it.
-    killed: watch::Sender<bool>,
+    pub(crate) killed: watch::Sender<bool>,
 }
 
 /// What the Docker backend enforces today.
@@ -175,77 +162,6 @@ impl DockerBackend {
         Ok(found)
     }
 
-    /// Reaps sessions of this scope whose owning Enclave process no longer exists (it
-    /// crashed or was killed mid-session). Each resource is judged by its own owner
-    /// labels, so sessions of live processes (other `enclave run`s, a server) are left
-    /// alone whatever they create meanwhile; this process's own running sessions too.
-    pub async fn reap_abandoned(&self) -> Result<Vec<SessionId>, BackendError> {
-        let live: Vec<SessionId> = self.runs.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
-        self.reap_orphans(&live).await
-    }
-
-    /// Whether this process may remove a resource with these labels: its owner is gone,
-    /// or it is this process's own and its session is not live.
-    fn reapable(&self, labels: &HashMap<String, String>, live: &[SessionId]) -> bool {
-        if labels::owned_by(labels, &self.config) {
-            return labels.get(labels::SESSION).is_none_or(|s| !live.iter().any(|l| l.as_str() == s));
-        }
-        !labels::owner_alive(labels)
-    }
-
-    /// The sessions that hold a resource this process may not remove.
-    async fn protected_sessions(&self, live: &[SessionId]) -> Result<BTreeSet<String>, BackendError> {
-        let filter = labels::managed_filter(&self.config.scope);
-        let mut label_sets: Vec<HashMap<String, String>> = Vec::new();
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
-            .await
-            .map_err(DockerError::call("container list"))?;
-        label_sets.extend(containers.into_iter().filter_map(|c| c.labels));
-        let volumes = self
-            .docker
-            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
-            .await
-            .map_err(DockerError::call("volume list"))?;
-        label_sets.extend(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.labels));
-        let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
-            .await
-            .map_err(DockerError::call("network list"))?;
-        label_sets.extend(networks.into_iter().filter_map(|n| n.labels));
-        Ok(label_sets
-            .iter()
-            .filter(|l| !self.reapable(l, live))
-            .filter_map(|l| l.get(labels::SESSION).cloned())
-            .collect())
-    }
-
-    /// Checks that a session's volumes are the ones Enclave created for it, with their
-    /// size limit: Docker silently creates a missing named volume, unlimited and
-    /// unlabelled, when a container names it.
-    async fn verify_volumes(&self, session: &SessionId, plan: &Plan, names: &Names) -> Result<(), DockerError> {
-        for name in [&names.workspace, &names.tmp] {
-            let volume = self
-                .docker
-                .inspect_volume(name)
-                .await
-                .map_err(|e| DockerError::Setup(format!("volume {name} is missing: {e}")))?;
-            let expected = tmpfs_volume_options(plan.quotas.disk_bytes, enclave_core::WORKLOAD_UID);
-            let ours = volume.labels.get(labels::SESSION).map(String::as_str) == Some(session.as_str())
-                && labels::owned_by(&volume.labels, &self.config)
-                && volume.driver == "local"
-                && volume.options == expected;
-            if !ours {
-                return Err(DockerError::Setup(format!(
-                    "volume {name} is not the one Enclave created for this session with its size limit (it was removed and recreated by someone else); refusing to run without the disk quota"
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn run(&self, session: &SessionId) -> Result<Arc<Run>, BackendError> {
         self.runs
             .lock()
@@ -304,141 +220,6 @@ impl DockerBackend {
         Ok(Reach { net, proxy: task })
     }
 
-    /// Runs the clone container to completion in the holder's network namespace; the
-    /// credential goes in on stdin only. Ends at once when the clone's sandbox dies (an
-    /// exec attached to a dead gVisor sandbox may never see end-of-stream).
-    async fn run_clone(
-        &self,
-        session: &SessionId,
-        run: &Run,
-        clone: &enclave_core::ClonePhase,
-        reach: &Reach,
-    ) -> Result<CloneOutcome, DockerError> {
-        let credential = match &run.clone_credential {
-            Ok(credential) => credential.as_ref(),
-            Err(detail) => return Ok(CloneOutcome { code: 128, detail: detail.clone() }),
-        };
-        let body = clone_container(&run.plan, clone, session, &reach.url(), &self.config);
-        let options = CreateContainerOptionsBuilder::default().name(&clone_container_name(session)).build();
-        let created =
-            self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
-        self.docker.start_container(&created.id, None).await.map_err(DockerError::call("clone start"))?;
-        let exec_options = CreateExecOptions {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            attach_stdin: Some(true),
-            tty: Some(false),
-            cmd: Some(clone_command(clone)),
-            user: Some(format!("{}:{}", run.plan.containment.run_as_user, run.plan.containment.run_as_group)),
-            working_dir: Some(WORKSPACE.to_owned()),
-            privileged: Some(false),
-            ..Default::default()
-        };
-        let exec = self.docker.create_exec(&created.id, exec_options).await.map_err(DockerError::call("clone exec"))?;
-        let started = self.docker.start_exec(&exec.id, None).await.map_err(DockerError::call("clone exec start"))?;
-        let mut transcript = Vec::new();
-        let mut sandbox_exit = self.docker.wait_container(&created.id, None);
-        if let StartExecResults::Attached { mut output, mut input } = started {
-            use tokio::io::AsyncWriteExt as _;
-            // The first line is the credential (empty without one), the rest CA
-            // certificates to trust (possibly none).
-            let mut stdin = zeroize::Zeroizing::new(Vec::new());
-            if let Some(value) = credential {
-                stdin.extend_from_slice(value.expose().as_bytes());
-            }
-            stdin.push(b'\n');
-            if let Some(pem) = &self.config.extra_ca_pem {
-                stdin.extend_from_slice(pem.as_bytes());
-            }
-            let written = input.write_all(&stdin).await;
-            let _ = input.shutdown().await;
-            drop(input);
-            written.map_err(|e| DockerError::Setup(format!("clone stdin: {e}")))?;
-            loop {
-                tokio::select! {
-                    item = output.next() => match item {
-                        Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
-                            // Only a bounded tail is kept: the repository host writes
-                            // into git's output, and may write without end.
-                            transcript.extend_from_slice(&message);
-                            if transcript.len() > TRANSCRIPT_TAIL_BYTES {
-                                transcript.drain(..transcript.len() - TRANSCRIPT_TAIL_BYTES);
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break,
-                    },
-                    _ = sandbox_exit.next() => {
-                        return Ok(CloneOutcome { code: 128, detail: "the clone's sandbox exited before the clone finished".to_owned() });
-                    }
-                }
-            }
-        }
-        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(DockerError::call("clone exec inspect"))?;
-        let code = inspect.exit_code.map_or(128, |c| i32::try_from(c).unwrap_or(128));
-        // A sandbox that dies under the exec may end the exec's stream (with runsc's own
-        // words about the lost process) a moment before Docker sees the container exit:
-        // a failed exec looks for that exit before it is read as git's failure.
-        if code != 0 && tokio::time::timeout(SANDBOX_EXIT_GRACE, sandbox_exit.next()).await.is_ok() {
-            return Ok(CloneOutcome {
-                code: 128,
-                detail: "the clone's sandbox exited before the clone finished".to_owned(),
-            });
-        }
-        // git's own words, last lines only; the orchestrator redacts secret values again.
-        let text = String::from_utf8_lossy(&transcript).to_string();
-        // The header's own form (basic auth of `user:token`) is redacted too: it is not a
-        // base64 form of the token alone.
-        let mut redact = Vec::new();
-        if let Some(value) = credential {
-            let header = zeroize::Zeroizing::new(auth_header(value.expose()));
-            redact.push(enclave_core::Secret::new(value.expose()));
-            redact.extend(header.split_once("Basic ").map(|(_, b64)| enclave_core::Secret::new(b64)));
-        }
-        let redactor = enclave_core::Redactor::new(&redact);
-        let lines: Vec<String> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.chars().take(DETAIL_LINE_CHARS).collect())
-            .collect();
-        let detail = redactor.redact(&lines[lines.len().saturating_sub(4)..].join("; "));
-        let detail = if detail.is_empty() { format!("git exited with {code}") } else { detail };
-        Ok(CloneOutcome { code, detail })
-    }
-
-    /// The clone phase inside `wait`, so the session's deadline and a cancel cover it:
-    /// a kill ends it at once. The clone container goes first, then its reach, so nothing
-    /// it opened outlives it; `Some` is how the session ended when the clone did not
-    /// succeed.
-    async fn clone_phase(&self, session: &SessionId, run: &Run) -> Result<Option<Observation>, BackendError> {
-        let Some(clone) = run.plan.clone_phase() else { return Ok(None) };
-        let Some(reach) = &run.reach else {
-            return Err(BackendError::Unsupported("a clone phase without a session network".into()));
-        };
-        let _ = run.events.unbounded_send(BackendEvent::CloneStarted);
-        let mut killed = run.killed.subscribe();
-        let outcome = tokio::select! {
-            outcome = self.run_clone(session, run, clone, reach) => Some(outcome),
-            _ = killed.wait_for(|k| *k) => None,
-        };
-        let _ = self.remove_container(&clone_container_name(session)).await;
-        reach.proxy.proxy().revoke_clone_reach();
-        let (ok, detail, code) = match outcome {
-            Some(Ok(CloneOutcome { code: 0, detail })) => (true, detail, 0),
-            Some(Ok(CloneOutcome { code, detail })) => (false, detail, code),
-            Some(Err(e)) => (false, e.to_string(), 128),
-            None => (false, "stopped before the clone finished".to_owned(), 137),
-        };
-        let _ = run.events.unbounded_send(BackendEvent::CloneFinished { ok, detail });
-        let _ = run.events.unbounded_send(BackendEvent::CloneReachRevoked);
-        let was_killed = *killed.borrow();
-        Ok(match (ok, was_killed) {
-            (_, true) => Some(Observation::from_exit(ExitObservation::Signaled { signal: 9 })),
-            (true, false) => None,
-            (false, false) => Some(Observation::from_exit(ExitObservation::Exited { code })),
-        })
-    }
-
     /// Creates and starts the workload container from the tenant's image, in the
     /// holder's guarded network namespace (allowlist mode) or with no network at all.
     async fn start_workload(&self, session: &SessionId, run: &Run) -> Result<String, DockerError> {
@@ -465,7 +246,7 @@ impl DockerBackend {
             .ok_or_else(|| DockerError::Setup(format!("container {id} has no process")))
     }
 
-    async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+    pub(crate) async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
         self.docker.remove_container(name, Some(options)).await.map_err(DockerError::call("container remove"))
     }
@@ -868,65 +649,6 @@ impl Backend for DockerBackend {
     }
 
     async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
-        // Firewall rules carry no owner: listed first, they are removed only for sessions
-        // that, listed after them, hold nothing this process may not remove (a session's
-        // network, labelled with its owner, exists before its rules do).
-        let guarded = network::guarded_sessions(&self.config.scope).await;
-        let filter = labels::managed_filter(&self.config.scope);
-        let mut reaped = BTreeSet::new();
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
-            .await
-            .map_err(DockerError::call("container list"))?;
-        for container in containers {
-            let Some(labels) = container.labels else { continue };
-            if !self.reapable(&labels, live) {
-                continue;
-            }
-            let options = RemoveContainerOptionsBuilder::default().force(true).v(false).build();
-            if self.docker.remove_container(container.id.as_deref().unwrap_or_default(), Some(options)).await.is_ok() {
-                reaped.extend(labels.get(labels::SESSION).cloned());
-            }
-        }
-        let volumes = self
-            .docker
-            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filter).build()))
-            .await
-            .map_err(DockerError::call("volume list"))?;
-        for volume in volumes.volumes.unwrap_or_default() {
-            if !self.reapable(&volume.labels, live) {
-                continue;
-            }
-            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-            if self.docker.remove_volume(&volume.name, Some(options)).await.is_ok() {
-                reaped.extend(volume.labels.get(labels::SESSION).cloned());
-            }
-        }
-        let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
-            .await
-            .map_err(DockerError::call("network list"))?;
-        for net in networks {
-            let Some(labels) = net.labels else { continue };
-            if !self.reapable(&labels, live) {
-                continue;
-            }
-            if self.docker.remove_network(net.id.as_deref().unwrap_or_default()).await.is_ok() {
-                reaped.extend(labels.get(labels::SESSION).cloned());
-            }
-        }
-        let protected = self.protected_sessions(live).await?;
-        for session in guarded {
-            if protected.contains(&session) || live.iter().any(|l| l.as_str() == session) {
-                continue;
-            }
-            if let Ok(id) = SessionId::new(session.clone()) {
-                network::unguard_host(&self.config.scope, &id).await?;
-                reaped.insert(session);
-            }
-        }
-        Ok(reaped.into_iter().filter_map(|s| SessionId::new(s).ok()).collect())
+        self.reap(live).await
     }
 }

@@ -13,12 +13,14 @@
 
 mod backend;
 mod clone;
+mod clone_run;
 mod config;
 mod connect;
 mod container_spec;
 mod error;
 mod labels;
 mod network;
+mod reaper;
 mod usage;
 
 pub use backend::{DockerBackend, capabilities};

@@ -18,8 +18,8 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use enclave_core::{
-    ArtifactArchive, Backend, BackendError, BackendEvent, BackendEvents, Capabilities, EgressPhase, ExitObservation,
-    Isolation, Observation, Plan, Program, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
+    ArtifactArchive, Backend, BackendError, BackendEvent, BackendEvents, Capabilities, ExitObservation, Isolation,
+    Observation, Plan, Program, RunHandle, SecretStore, SessionId, Stream, Support, TeardownReport,
 };
 use enclave_spec::EgressMode;
 use futures::StreamExt as _;
@@ -33,25 +33,9 @@ use crate::container_spec::{
     Names, WORKSPACE, env_list, runtime_for, tmpfs_volume_options, workdir, workload_container,
 };
 use crate::error::DockerError;
-use crate::network;
+use crate::reach::Reach;
+use crate::{labels, network};
 
-/// A session's reach: its network and the proxy listening on the network's gateway.
-pub(crate) struct Reach {
-    pub(crate) net: network::SessionNetwork,
-    pub(crate) proxy: enclave_egress::ProxyTask,
-}
-
-impl Reach {
-    /// The proxy as sandboxes name it in `HTTP(S)_PROXY`.
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.proxy.address)
-    }
-
-    fn port(&self) -> u16 {
-        self.proxy.address.port()
-    }
-}
-use crate::labels;
 use crate::usage::{Usage, UsageReader};
 
 /// Runs sessions in Docker.
@@ -175,49 +159,6 @@ impl DockerBackend {
         let id = run.container.clone();
         self.runs.lock().unwrap_or_else(PoisonError::into_inner).insert(session.clone(), Arc::new(run));
         RunHandle { session: session.clone(), id }
-    }
-
-    /// Creates the session network, guards it, and starts the session's proxy on its
-    /// gateway. Binding secrets are copied into the proxy (on the host), never further.
-    async fn start_proxy(
-        &self,
-        session: &SessionId,
-        plan: &Plan,
-        secrets: &dyn SecretStore,
-        events: &BackendEvents,
-    ) -> Result<Reach, BackendError> {
-        let net = network::create(&self.docker, session, &self.config).await?;
-        let listener = tokio::net::TcpListener::bind((net.gateway, 0))
-            .await
-            .map_err(|e| DockerError::Setup(format!("proxy listener on {}: {e}", net.gateway)))?;
-        let port = listener.local_addr().map_err(|e| DockerError::Setup(e.to_string()))?.port();
-        network::guard_host(&self.config.scope, session, &net, port).await?;
-        let mut proxy_secrets = enclave_core::MemorySecrets::default();
-        for binding in &plan.bindings {
-            if let Some(value) = secrets.resolve(&binding.secret) {
-                proxy_secrets.insert(binding.secret.clone(), value);
-            }
-        }
-        let resolver: Arc<dyn enclave_egress::Resolve> = Arc::new(enclave_egress::Layered(
-            enclave_egress::StaticResolver::new(self.config.static_hosts.clone()),
-            enclave_egress::DnsResolver::from_system().map_err(DockerError::Setup)?,
-        ));
-        let upstream_tls =
-            enclave_egress::upstream_tls_pem(self.config.extra_ca_pem.as_deref()).map_err(DockerError::Setup)?;
-        let phase = if plan.clone_phase().is_some() { EgressPhase::Clone } else { EgressPhase::Run };
-        let proxy = enclave_egress::SessionProxy::new(enclave_egress::SessionProxyConfig {
-            plan: Arc::new(plan.clone()),
-            secrets: Arc::new(proxy_secrets),
-            resolver,
-            recorder: Arc::new(events.clone()),
-            proxy_addresses: vec![std::net::IpAddr::V4(net.gateway)],
-            host_addresses: enclave_egress::HostAddresses::Live,
-            trusted_clone_networks: self.config.trusted_clone_networks.clone(),
-            upstream_tls,
-            phase,
-        });
-        let task = proxy.serve(listener).map_err(|e| DockerError::Setup(format!("proxy: {e}")))?;
-        Ok(Reach { net, proxy: task })
     }
 
     /// Creates and starts the workload container from the tenant's image, in the

@@ -7,10 +7,11 @@ use bollard::query_parameters::CreateContainerOptionsBuilder;
 use enclave_core::{BackendError, BackendEvent, ExitObservation, Observation, SessionId};
 use futures::StreamExt as _;
 
-use crate::backend::{DockerBackend, Reach, Run};
+use crate::backend::{DockerBackend, Run};
 use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
 use crate::container_spec::WORKSPACE;
 use crate::error::DockerError;
+use crate::reach::Reach;
 
 /// How long a failed clone exec waits to see whether its sandbox exited too.
 const SANDBOX_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

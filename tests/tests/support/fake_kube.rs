@@ -92,9 +92,22 @@ struct State {
     /// Whether the workload's start is reported only on `report_workload` (an API that
     /// lags behind the container).
     hold_workload_status: bool,
+    /// Runs the clone init container for real instead of playing it.
+    clone_runner: Option<CloneRunner>,
 }
 
 type CloneDone = Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// What a kubelet is given to run a pod's init container: the pod as stored (its spec as
+/// the backend submitted it) and every Secret of the namespace at that moment.
+pub(crate) struct InitRun {
+    pub(crate) pod: Value,
+    pub(crate) secrets: Vec<Value>,
+}
+
+/// Runs an init container; returns its exit code. Dropped (so its process is killed) when
+/// the pod is deleted while it runs.
+type CloneRunner = Arc<dyn Fn(InitRun) -> futures::future::BoxFuture<'static, i32> + Send + Sync>;
 
 /// The fake API server. Cheap to clone; all clones share one cluster.
 #[derive(Clone, Default)]
@@ -195,6 +208,21 @@ impl FakeKube {
         hook: impl Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
     ) {
         self.lock().clone_done = Some(Arc::new(hook));
+    }
+
+    /// Runs each session pod's clone init container with `runner` (a real process), its
+    /// exit code becoming the container's. The clone then reports its end itself, as
+    /// the real one does; `on_clone_done` is not called.
+    pub(crate) fn run_clones_with(
+        &self,
+        runner: impl Fn(InitRun) -> futures::future::BoxFuture<'static, i32> + Send + Sync + 'static,
+    ) {
+        self.lock().clone_runner = Some(Arc::new(runner));
+    }
+
+    /// Whether the pod `name` exists.
+    fn pod_exists(&self, name: &str) -> bool {
+        self.lock().objects.contains_key(&("pods".to_owned(), name.to_owned()))
     }
 
     /// Keeps the clone container running until `finish_clone`.
@@ -453,9 +481,9 @@ impl FakeKube {
                 "metadata": {"name": pod_name, "namespace": "enclave-sessions", "labels": labels},
                 "spec": job["spec"]["template"]["spec"].clone(),
                 "status": {"phase": "Pending"}});
-            let (pod_ip, clone_done, hold_clone) = {
+            let (pod_ip, clone_done, hold_clone, clone_runner) = {
                 let state = fake.lock();
-                (state.pod_ip.clone(), state.clone_done.clone(), state.hold_clone)
+                (state.pod_ip.clone(), state.clone_done.clone(), state.hold_clone, state.clone_runner.clone())
             };
             if let Some(ip) = pod_ip {
                 pod["status"]["podIP"] = json!(ip);
@@ -464,7 +492,34 @@ impl FakeKube {
             fake.lock().put("pods", pod.clone(), "ADDED");
             tokio::task::yield_now().await;
             if has_clone {
-                let code = if hold_clone {
+                let code = if let Some(runner) = clone_runner {
+                    pod["status"]["initContainerStatuses"] = json!([container("clone", json!({"running": {}}))]);
+                    pod["status"]["containerStatuses"] =
+                        json!([container("workload", json!({"waiting": {"reason": "PodInitializing"}}))]);
+                    fake.update_pod(&pod);
+                    fake.clone_running.notify_one();
+                    let secrets: Vec<Value> = fake
+                        .lock()
+                        .objects
+                        .iter()
+                        .filter(|((k, _), _)| k == "secrets")
+                        .map(|(_, o)| o.clone())
+                        .collect();
+                    let run = runner(InitRun { pod: pod.clone(), secrets });
+                    // The kubelet kills the container with its pod.
+                    let gone = {
+                        let (fake, name) = (fake.clone(), pod_name.clone());
+                        async move {
+                            while fake.pod_exists(&name) {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        code = run => code,
+                        () = gone => return,
+                    }
+                } else if hold_clone {
                     pod["status"]["initContainerStatuses"] = json!([container("clone", json!({"running": {}}))]);
                     pod["status"]["containerStatuses"] =
                         json!([container("workload", json!({"waiting": {"reason": "PodInitializing"}}))]);
@@ -475,7 +530,8 @@ impl FakeKube {
                 } else {
                     clone_exit.unwrap_or(0)
                 };
-                if let (0, Some(hook)) = (code, &clone_done) {
+                let ran_for_real = fake.lock().clone_runner.is_some();
+                if let (0, Some(hook), false) = (code, &clone_done, ran_for_real) {
                     hook(&session).await;
                 }
                 pod["status"]["initContainerStatuses"] = json!([container(

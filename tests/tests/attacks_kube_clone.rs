@@ -1,0 +1,465 @@
+//! Attacks on the Kubernetes clone step, as far as they apply without a cluster: the
+//! Kubernetes backend runs each session against the fake API server, and the fake
+//! kubelet runs the clone init container *as the backend submitted it*: its command,
+//! environment, mounts and the per-session Secret's content, with the host's `sh` and
+//! `git` (Debian's, as in the clone image), through the cluster proxy to a git server
+//! over TLS with basic auth. What a kubelet would add (the image, the uid, gVisor) is not
+//! played here; what the pod spec promises about them is checked on the submitted pod.
+//!
+//! The attack classes are those of the Docker suite (`attacks_clone.rs`): a workload
+//! image that acts before the clone is over, a workspace someone else wrote, a hostile
+//! repository, a clone that hangs (deadline, cancel) and a clone container that dies.
+//! Every server is on loopback and started here; nothing is sent anywhere else.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
+#[path = "support/kube_cluster.rs"]
+mod kube_cluster;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use enclave_core::{AuditEvent, AuditRecord, KillReason, SessionId, SessionResult, SessionStatus};
+use enclave_kube::KubeConfig;
+use fake_kube::{FakeKube, InitRun, PodScript};
+use futures::FutureExt as _;
+use kube_cluster::*;
+use serde_json::Value;
+
+/// The workload image the spec names: the tenant's, so hostile.
+const TENANT_IMAGE: &str = "tenant/hostile:latest";
+
+/// Every form of the credential a leak could take.
+fn leaks(haystack: &[u8]) -> Vec<&'static str> {
+    let text = String::from_utf8_lossy(haystack);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}"));
+    let secret_b64 = base64::engine::general_purpose::STANDARD.encode(GIT_PASSWORD);
+    let mut found = Vec::new();
+    for (name, needle) in [("plain", GIT_PASSWORD), ("basic header", basic.as_str()), ("base64", secret_b64.as_str())] {
+        if text.contains(needle) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+/// What the fake kubelet saw of one clone it ran.
+struct Ran {
+    /// The workspace volume after the clone: what the workload container would mount.
+    workspace: PathBuf,
+    /// The clone's stderr (its pod log).
+    stderr: String,
+    code: i32,
+}
+
+/// How the fake kubelet prepares the pod before it runs the clone container.
+#[derive(Clone, Copy, PartialEq)]
+enum Node {
+    /// A new, empty `emptyDir`, as a kubelet creates it.
+    Fresh,
+    /// A workspace someone else wrote first: hooks and a `.git/config` that would run
+    /// code and print the credential if git used them.
+    Planted,
+    /// The container dies under the clone (SIGKILL, as when its sandbox crashes) once
+    /// the repository host holds its connection.
+    DiesWhenConnected,
+}
+
+/// A kubelet that runs the clone init container with the host's `sh` and `git`.
+#[derive(Clone)]
+struct Kubelet {
+    root: Arc<tempfile::TempDir>,
+    ca_file: PathBuf,
+    node: Node,
+    /// The repository host's accepted connections (for `DiesWhenConnected`).
+    connected: Arc<AtomicUsize>,
+    ran: Arc<Mutex<Vec<Ran>>>,
+    submitted: Arc<Mutex<Vec<InitRun>>>,
+}
+
+impl Kubelet {
+    fn new(c: &Cluster, node: Node, connected: Arc<AtomicUsize>) -> Self {
+        let root = Arc::new(tempfile::tempdir().unwrap());
+        // The clone image's trust store: the system roots plus the test CA.
+        let ca_file = root.path().join("ca.pem");
+        std::fs::write(&ca_file, c.ca.pem()).unwrap();
+        Self { root, ca_file, node, connected, ran: Arc::default(), submitted: Arc::default() }
+    }
+
+    fn install(&self, fake: &FakeKube) {
+        let kubelet = self.clone();
+        fake.run_clones_with(move |init| {
+            let kubelet = kubelet.clone();
+            async move { kubelet.run(init).await }.boxed()
+        });
+    }
+
+    fn pod(&self) -> Value {
+        self.submitted.lock().unwrap().first().expect("a pod was run").pod.clone()
+    }
+
+    fn ran(&self) -> Vec<(PathBuf, String, i32)> {
+        self.ran.lock().unwrap().iter().map(|r| (r.workspace.clone(), r.stderr.clone(), r.code)).collect()
+    }
+
+    async fn run(&self, init: InitRun) -> i32 {
+        let spec = &init.pod["spec"];
+        let container = &spec["initContainers"][0];
+        assert_eq!(container["name"], "clone");
+        let n = self.submitted.lock().unwrap().len();
+        let pod_dir = self.root.path().join(format!("pod-{n}"));
+        // Each volume the container mounts, as the kubelet provides it.
+        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+        for mount in container["volumeMounts"].as_array().unwrap() {
+            let name = mount["name"].as_str().unwrap();
+            let host = pod_dir.join(name);
+            std::fs::create_dir_all(&host).unwrap();
+            let volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name).expect("volume");
+            if let Some(secret_name) = volume["secret"]["secretName"].as_str() {
+                let secret = init.secrets.iter().find(|s| s["metadata"]["name"] == secret_name).expect("secret");
+                for (key, value) in secret["data"].as_object().expect("secret data") {
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap()).unwrap();
+                    std::fs::write(host.join(key), bytes).unwrap();
+                }
+            } else {
+                assert!(volume["emptyDir"].is_object(), "{volume}");
+            }
+            mounts.push((mount["mountPath"].as_str().unwrap().to_owned(), host));
+        }
+        let workspace = mounts.iter().find(|(path, _)| path == "/workspace").expect("workspace mount").1.clone();
+        if self.node == Node::Planted {
+            plant(&workspace, &pod_dir.join("leaked"));
+        }
+        let map = |value: &str| {
+            mounts
+                .iter()
+                .fold(value.to_owned(), |v, (path, host)| v.replace(path.as_str(), &host.display().to_string()))
+        };
+        let argv: Vec<String> =
+            container["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+        let mut command = tokio::process::Command::new(&argv[0]);
+        // Its own process group: the container's processes die together, as with their
+        // sandbox, when it is killed or its pod is deleted.
+        command.args(&argv[1..]).current_dir(&workspace).env_clear().process_group(0);
+        for var in container["env"].as_array().unwrap() {
+            command.env(var["name"].as_str().unwrap(), map(var["value"].as_str().unwrap_or_default()));
+        }
+        command.env("GIT_SSL_CAINFO", &self.ca_file);
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        self.submitted.lock().unwrap().push(init);
+        let child = command.spawn().expect("sh runs");
+        let group = Group(child.id().expect("pid"));
+        if self.node == Node::DiesWhenConnected {
+            let (connected, pid) = (self.connected.clone(), group.0);
+            tokio::spawn(async move {
+                while connected.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Group(pid).kill();
+            });
+        }
+        let out = child.wait_with_output().await.expect("clone container");
+        drop(group);
+        let code = out.status.code().unwrap_or(137);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        self.ran.lock().unwrap().push(Ran { workspace, stderr, code });
+        code
+    }
+}
+
+/// A container's process group, killed when dropped (its pod deleted under it).
+struct Group(u32);
+
+impl Group {
+    fn kill(&self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Hooks and a `.git/config` that would write git's environment (the credential header)
+/// to `marker` if any git process used them.
+fn plant(workspace: &Path, marker: &Path) {
+    let hooks = workspace.join(".git/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let payload = format!("#!/bin/sh\nenv > {}\n", marker.display());
+    for hook in ["post-checkout", "reference-transaction", "pre-fetch"] {
+        std::fs::write(hooks.join(hook), &payload).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(hooks.join(hook)).status().unwrap();
+    }
+    std::fs::write(
+        workspace.join(".git/config"),
+        format!("[core]\n\tfsmonitor = {}\n\thooksPath = .git/hooks\n", hooks.join("post-checkout").display()),
+    )
+    .unwrap();
+}
+
+/// A repository host on 127.0.0.1 that accepts connections and never answers: the clone
+/// hangs in its TLS handshake.
+struct Stall {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Stall {
+    fn start() -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Self { port, accepted }
+    }
+
+    async fn connected(&self) {
+        tokio::time::timeout(HANG_GUARD, async {
+            while self.accepted.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the clone reached the stalling host");
+    }
+}
+
+/// A session that clones `app.git` from `git.test:port` with the credential and runs the
+/// tenant's image.
+fn clone_plan(port: u16, deadline: &str) -> enclave_core::Plan {
+    plan_of(&format!(
+        r#"
+apiVersion: enclave.dev/v1
+kind: Session
+metadata:
+  name: kube-clone-attack
+spec:
+  repo:
+    url: https://git.test:{port}/app.git
+    ref: main
+    credential: repo-token
+  image: {TENANT_IMAGE}
+  command: [cat, README.md]
+  quotas:
+    deadline: {deadline}
+"#
+    ))
+}
+
+fn clone_finished(records: &[AuditRecord]) -> Option<(bool, String)> {
+    records.iter().find_map(|r| match &r.event {
+        AuditEvent::CloneFinished { ok, detail } => Some((*ok, detail.clone())),
+        _ => None,
+    })
+}
+
+fn workload_started(records: &[AuditRecord]) -> bool {
+    records.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. }))
+}
+
+fn all_gone(fake: &FakeKube) {
+    for kind in ["jobs", "pods", "secrets", "networkpolicies"] {
+        assert_eq!(fake.names(kind), Vec::<String>::new(), "{kind} left behind");
+    }
+}
+
+/// Every file under `dir`, with its content.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                out.push((entry.path(), std::fs::read(entry.path()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+async fn session_of(
+    c: &Cluster,
+    kubelet: &Kubelet,
+    plan: enclave_core::Plan,
+    id: &str,
+) -> (SessionResult, Vec<AuditRecord>) {
+    kubelet.install(&c.fake);
+    start(c.backend(), plan, SessionId::new(id).unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_the_submitted_clone_step_alone_holds_the_credential_and_leaves_none() {
+    let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
+    let (result, records) = session_of(&c, &kubelet, clone_plan(c.git.addr.port(), "10m"), "ses-kube-clone-1").await;
+    let ran = kubelet.ran();
+    assert_eq!(ran.len(), 1);
+    let (workspace, stderr, code) = &ran[0];
+    assert_eq!(*code, 0, "the clone container as submitted: {stderr}");
+    assert_eq!(result.status.to_string(), "succeeded", "{result:?}");
+    assert_eq!(clone_finished(&records).map(|(ok, _)| ok), Some(true));
+
+    // The clone presented the credential to the repository URL, and only there.
+    let requests = c.git.requests();
+    assert!(requests.iter().any(|(_, authorized)| *authorized), "{requests:?}");
+    assert!(requests.iter().all(|(path, _)| path.starts_with("/app.git/")), "{requests:?}");
+
+    // The clone step's own end-of-clone request revoked its reach before the workload.
+    let audit = audit_text(&records);
+    let position = |needle: &str| audit.iter().position(|r| r.contains(needle)).unwrap_or_else(|| panic!("{needle}"));
+    assert!(position("\"clone_finished\"") < position("\"clone_reach_revoked\""));
+    assert!(position("\"clone_reach_revoked\"") < position("\"workload_started\""));
+
+    // No process of the tenant's image runs before the clone is over: the only init
+    // container is Enclave's clone image, not a sidecar (which would run beside the
+    // workload), and the pod shares no process namespace.
+    let pod = kubelet.pod();
+    let spec = &pod["spec"];
+    let inits = spec["initContainers"].as_array().unwrap();
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    assert_eq!(inits[0]["image"].as_str(), Some(KubeConfig::default().clone_image.as_str()));
+    assert!(inits[0]["restartPolicy"].is_null(), "the clone is not a sidecar");
+    assert_ne!(spec["shareProcessNamespace"], Value::Bool(true));
+    let containers = spec["containers"].as_array().unwrap();
+    assert!(containers.iter().all(|c| c["image"] == TENANT_IMAGE), "{containers:?}");
+    // The credential Secret is mounted by the clone container alone, and no field of
+    // the pod holds any form of the credential.
+    let secret_volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["secret"].is_object())
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(secret_volumes.len(), 1, "{secret_volumes:?}");
+    for container in containers {
+        let mounts = container["volumeMounts"].as_array().cloned().unwrap_or_default();
+        assert!(mounts.iter().all(|m| m["name"] != secret_volumes[0]), "the workload mounts the credential");
+    }
+    assert_eq!(leaks(&serde_json::to_vec(&pod).unwrap()), Vec::<&str>::new(), "the pod spec holds the credential");
+
+    // What the workload container gets, the workspace, holds the repository and no form
+    // of the credential (`.git/config`, `FETCH_HEAD`, the objects, everything).
+    let content = files(workspace);
+    assert!(content.iter().any(|(p, body)| p.ends_with("README.md") && body == b"kube clone\n"), "the clone is there");
+    for (path, body) in &content {
+        assert_eq!(leaks(body), Vec::<&str>::new(), "{} holds the credential", path.display());
+    }
+    assert!(audit.iter().all(|r| leaks(r.as_bytes()).is_empty()), "the audit holds the credential");
+    all_gone(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_workspace_someone_else_wrote_is_refused_before_git_runs() {
+    let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
+    let kubelet = Kubelet::new(&c, Node::Planted, Arc::default());
+    let (result, records) = session_of(&c, &kubelet, clone_plan(c.git.addr.port(), "10m"), "ses-kube-clone-2").await;
+    let ran = kubelet.ran();
+    let (workspace, stderr, code) = &ran[0];
+    assert_eq!(*code, 2, "refused: {stderr}");
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert!(!workspace.parent().unwrap().join("leaked").exists(), "a planted hook or fsmonitor ran");
+    assert!(c.git.requests().is_empty(), "git reached the repository host");
+    assert_eq!(clone_finished(&records).map(|(ok, _)| ok), Some(false));
+    assert!(!workload_started(&records));
+    assert!(matches!(result.status, SessionStatus::Failed { .. }), "{:?}", result.status);
+    all_gone(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_hostile_repository_is_refused_by_fsck() {
+    // A `.gitmodules` whose URL is an option to git (CVE-2018-17456's shape).
+    let c = cluster_with(PodScript::Exit(0), Address::AtOnce, |work| {
+        std::fs::write(work.join(".gitmodules"), "[submodule \"x\"]\n\tpath = x\n\turl = -u./payload\n").unwrap();
+    })
+    .await;
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
+    let (result, records) = session_of(&c, &kubelet, clone_plan(c.git.addr.port(), "10m"), "ses-kube-clone-3").await;
+    let ran = kubelet.ran();
+    let (workspace, stderr, code) = &ran[0];
+    assert_ne!(*code, 0, "{stderr}");
+    assert!(stderr.contains("gitmodules"), "refused by fsck: {stderr}");
+    assert!(!workspace.join(".gitmodules").exists(), "nothing checked out");
+    assert_eq!(clone_finished(&records).map(|(ok, _)| ok), Some(false));
+    assert!(!workload_started(&records));
+    assert!(matches!(result.status, SessionStatus::Failed { .. }), "{:?}", result.status);
+    all_gone(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_the_deadline_covers_a_hanging_clone() {
+    let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
+    let stall = Stall::start();
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
+    let (result, records) = session_of(&c, &kubelet, clone_plan(stall.port, "3s"), "ses-kube-clone-4").await;
+    assert!(stall.accepted.load(Ordering::SeqCst) > 0, "the clone reached the stalling host");
+    assert!(
+        matches!(&result.status, SessionStatus::Killed { reason: KillReason::DeadlineExceeded, .. }),
+        "{:?}",
+        result.status
+    );
+    assert!(records.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
+    assert!(!workload_started(&records));
+    // The kubelet killed the clone with its pod: it never finished on its own.
+    assert!(kubelet.ran().is_empty(), "the clone outlived its pod");
+    all_gone(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_cancel_during_the_clone_ends_the_session_cancelled() {
+    let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
+    let stall = Arc::new(Stall::start());
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
+    kubelet.install(&c.fake);
+    let held = stall.clone();
+    let cancel = async move { held.connected().await }.boxed();
+    let session = SessionId::new("ses-kube-clone-5").unwrap();
+    let (result, records) =
+        start_with_cancel(c.backend(), clone_plan(stall.port, "10m"), session, cancel).await.unwrap();
+    assert!(
+        matches!(&result.status, SessionStatus::Killed { reason: KillReason::Cancelled, .. }),
+        "{:?}",
+        result.status
+    );
+    assert!(records.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
+    assert!(!workload_started(&records));
+    assert!(kubelet.ran().is_empty(), "the clone outlived its pod");
+    all_gone(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_dead_clone_container_ends_the_clone_at_once() {
+    let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
+    let stall = Stall::start();
+    let kubelet = Kubelet::new(&c, Node::DiesWhenConnected, stall.accepted.clone());
+    // A deadline of ten minutes: only the container's death can end this in time.
+    let (result, records) = session_of(&c, &kubelet, clone_plan(stall.port, "10m"), "ses-kube-clone-6").await;
+    let ran = kubelet.ran();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].2, 137, "{}", ran[0].1);
+    let (ok, detail) = clone_finished(&records).expect("clone finished record");
+    assert!(!ok);
+    assert!(detail.contains("137"), "{detail}");
+    assert!(!workload_started(&records));
+    assert!(matches!(result.status, SessionStatus::Failed { .. }), "{:?}", result.status);
+    all_gone(&c.fake);
+}

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use common::TestCa;
 use common::docker::*;
 use common::git_server::GitServer;
-use enclave_core::{AuditEvent, KillReason, MemorySecrets, Secret, SessionStatus};
+use enclave_core::{AuditEvent, KillReason, MemorySecrets, Secret, SessionEvent, SessionStatus};
 use enclave_docker::DockerConfig;
 
 const TOKEN: &str = "repo-token-attack-7c41d9e0";
@@ -302,5 +302,75 @@ fn a_dead_clone_sandbox_ends_the_clone_at_once() {
     // Seen at once: the sandbox's exit or the exec's end, never a wait for a time limit.
     assert!(detail.contains("sandbox exited") || detail.contains("exited with 137"), "{detail}");
     assert!(matches!(outcome.result.status, SessionStatus::Failed { .. }), "{:#?}", outcome.result.status);
+    assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}
+
+/// Docker's own record of containers starting in a scope: `docker events` from now on.
+struct Starts {
+    child: std::process::Child,
+}
+
+impl Starts {
+    fn watch(scope: &str, role: &str) -> Self {
+        let child = std::process::Command::new("docker")
+            .args(["events", "--filter", "type=container", "--filter", "event=start"])
+            .args(["--filter", &format!("label=dev.enclave.scope={scope}")])
+            .args(["--filter", &format!("label=dev.enclave.role={role}")])
+            .args(["--format", "{{.Actor.Attributes.name}}"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker events");
+        // `docker events` reports from its subscription on: let it subscribe first.
+        std::thread::sleep(Duration::from_millis(500));
+        Self { child }
+    }
+
+    /// Every start seen so far (the stream is read after a moment for late events).
+    fn stop(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let out = self.child.wait_with_output().expect("docker events output");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
+    // The cancel arrives the moment the clone's reach is revoked, while the workload
+    // container is being created: the tenant's image must never start, and Docker's
+    // event stream is the witness (the session's own record would not show a start
+    // that Enclave did not report).
+    let rt = runtime();
+    let ca = TestCa::new();
+    let scope = format!("clone-end-{}", std::process::id());
+    let Some(backend) = backend(&rt, clone_config(&ca, &scope)) else { return };
+    let server =
+        rt.block_on(GitServer::start(ca.server_config(&["git.enclave.test"]), "x-access-token", TOKEN, "readme\n"));
+    let body = format!(
+        "  repo:\n    url: https://git.enclave.test:{}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n  command: [sleep, \"30\"]\n",
+        server.addr.port()
+    );
+    let plan = plan_with("clone-end-cancel", &body, &loopback_policy());
+    let starts = Starts::watch(&scope, "workload");
+    let outcome = run_cancelled(
+        &rt,
+        backend.clone(),
+        &plan,
+        secrets(),
+        Cancel::On(|e| matches!(&e.event, SessionEvent::Clone { stage, .. } if stage == "reach_revoked")),
+    );
+    let started = starts.stop();
+    let clone_ok = outcome.audit.iter().find_map(|r| match &r.event {
+        AuditEvent::CloneFinished { ok, .. } => Some(*ok),
+        _ => None,
+    });
+    assert_eq!(clone_ok, Some(true), "the clone itself succeeded");
+    assert!(
+        matches!(&outcome.result.status, SessionStatus::Killed { reason: KillReason::Cancelled, .. }),
+        "{:#?}",
+        outcome.result.status
+    );
+    assert_eq!(started, "", "the workload container started after the cancel");
+    assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }

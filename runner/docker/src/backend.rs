@@ -162,8 +162,18 @@ impl DockerBackend {
     }
 
     /// Creates and starts the workload container from the tenant's image, in the
-    /// holder's guarded network namespace (allowlist mode) or with no network at all.
-    async fn start_workload(&self, session: &SessionId, run: &Run) -> Result<String, DockerError> {
+    /// holder's guarded network namespace (allowlist mode) or with no network at all;
+    /// `None` when the session was killed first (nothing of the image then runs).
+    ///
+    /// `kill` sets `killed` and then kills whatever container exists; it cannot wait for
+    /// this (the orchestrator does not poll `wait` while it kills). So `killed` is read
+    /// again after each step: a kill during the create leaves the container unstarted,
+    /// and one during the start (which found the container not running yet) is carried
+    /// out here.
+    async fn start_workload(&self, session: &SessionId, run: &Run) -> Result<Option<String>, DockerError> {
+        if *run.killed.borrow() {
+            return Ok(None);
+        }
         let names = Names::of(session);
         let image = run.plan.run_phase().map(|r| r.image.clone()).unwrap_or_default();
         let mut body = workload_container(&run.plan, session, &image, &self.config);
@@ -173,8 +183,18 @@ impl DockerBackend {
         let options = CreateContainerOptionsBuilder::default().name(&names.container).build();
         let created =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("container create"))?;
+        // A kill during the create found no container to kill: the created one is never
+        // started (teardown removes it).
+        if *run.killed.borrow() {
+            return Ok(None);
+        }
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
-        Ok(created.id)
+        if *run.killed.borrow() {
+            let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+            let _ = self.docker.kill_container(&created.id, Some(options)).await;
+            return Ok(None);
+        }
+        Ok(Some(created.id))
     }
 
     async fn container_pid(&self, id: &str) -> Result<u32, DockerError> {
@@ -439,10 +459,9 @@ impl Backend for DockerBackend {
         if let Some(ended) = self.clone_phase(&handle.session, &run).await? {
             return Ok(ended);
         }
-        if *run.killed.borrow() {
+        let Some(container) = self.start_workload(&handle.session, &run).await? else {
             return Ok(Observation::from_exit(ExitObservation::Signaled { signal: 9 }));
-        }
-        let container = self.start_workload(&handle.session, &run).await?;
+        };
         let _ = run.events.unbounded_send(BackendEvent::WorkloadStarted);
         let reader = UsageReader::new(&self.config.cgroup_root, &container, run.volumes.clone());
         // Docker's `oom` events: OOMKilled alone misses the kill when the event comes after

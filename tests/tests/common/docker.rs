@@ -91,14 +91,63 @@ pub fn run_collecting(
     cancel_after: Option<std::time::Duration>,
     artifacts: Option<&mut KeptBundle>,
 ) -> Outcome {
+    let cancel = match cancel_after {
+        Some(after) => Cancel::After(after),
+        None => Cancel::Never,
+    };
+    orchestrate(rt, backend, plan, secrets, cancel, artifacts)
+}
+
+/// When a test run is cancelled.
+pub enum Cancel {
+    Never,
+    After(std::time::Duration),
+    /// As soon as the orchestrator reports an event for which this is true.
+    On(fn(&TimedEvent) -> bool),
+}
+
+/// Runs `plan`, cancelled as `cancel` says.
+pub fn run_cancelled(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secrets: Arc<dyn SecretStore>,
+    cancel: Cancel,
+) -> Outcome {
+    orchestrate(rt, backend, plan, secrets, cancel, None)
+}
+
+fn orchestrate(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secrets: Arc<dyn SecretStore>,
+    cancel: Cancel,
+    artifacts: Option<&mut KeptBundle>,
+) -> Outcome {
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), secrets);
     let session = session_id(&plan.name);
     let mut audit = MemoryAuditSink::default();
     let mut events = Vec::new();
-    let mut listener = |e: &TimedEvent| events.push(e.clone());
-    let cancel = match cancel_after {
-        Some(after) => async move { tokio::time::sleep(after).await }.boxed(),
-        None => futures::future::pending().boxed(),
+    let (trigger, fired) = futures::channel::oneshot::channel::<()>();
+    let (cancel, mut when) = match cancel {
+        Cancel::Never => (futures::future::pending().boxed(), None),
+        Cancel::After(after) => (async move { tokio::time::sleep(after).await }.boxed(), None),
+        Cancel::On(when) => (
+            async move {
+                let _ = fired.await;
+            }
+            .boxed(),
+            Some((when, trigger)),
+        ),
+    };
+    let mut listener = |e: &TimedEvent| {
+        if when.as_ref().is_some_and(|(when, _)| when(e))
+            && let Some((_, trigger)) = when.take()
+        {
+            let _ = trigger.send(());
+        }
+        events.push(e.clone());
     };
     let result = rt
         .block_on(orchestrator.run(SessionRun {

@@ -400,10 +400,10 @@ async fn a_credential_split_between_a_header_and_the_body_passes() {
 /// FAILED on d53c693. A debugging upstream that answers with `hexdump -C` of the
 /// request (an accidental form, not a crafted one): the hex columns are interrupted by
 /// the ASCII gutter and the next line's offset, and the gutter splits the text across
-/// lines, so the credential is in no view once it crosses a 16-byte line.
+/// lines, so the credential is in no view once it crosses a 16-byte line. Closed on
+/// 2026-12-02: a dump's hex and text columns are read as views of their own.
 #[tokio::test]
-#[ignore = "open: a hexdump -C interleaves offsets and an ASCII column with the hex; not matched (docs/containment.md, limits)"]
-async fn a_hexdump_of_the_request_passes() {
+async fn a_hexdump_of_the_request_is_withheld() {
     let reply: RawReply = Arc::new(|request: &str| {
         let mut dump = String::new();
         for (i, line) in request.as_bytes().chunks(16).enumerate() {
@@ -418,7 +418,8 @@ async fn a_hexdump_of_the_request_passes() {
     let mut w = world(reply).await;
     let answer = w.call("/v1/hexdump").await;
     w.drain();
-    assert_eq!(status(&answer), 200, "{}", show(&answer));
+    // Withheld (the credential is found column by column), or at least nothing in it.
+    assert_eq!(status(&answer), 502, "{}", show(&answer));
     // What a workload does with it: read the hex columns back.
     let text = String::from_utf8_lossy(&body(&answer)).to_string();
     let hex: String = text
@@ -512,10 +513,10 @@ async fn override_headers_with_underscores_reach_the_upstream() {
 /// (one lenient decode gives `%2e`), IIS's `%u002e`, overlong UTF-8 `%c0%ae`, and
 /// full-width dots `%ef%bc%8e` (NFKC-normalising servers): each goes upstream as a
 /// path under `/v1/`. Whether the upstream then climbs out depends on the upstream; the
-/// proxy refuses `%25` double encoding, so these are the same class.
+/// proxy refuses `%25` double encoding, so these are the same class. Closed on
+/// 2026-12-02: a malformed escape or one outside printable ASCII makes a path ambiguous.
 #[tokio::test]
-#[ignore = "open: %%32%65, %u002e, overlong UTF-8 and full-width dots pass the path scope (docs/containment.md, limits)"]
-async fn exotic_dot_encodings_pass_the_scope_check() {
+async fn exotic_dot_encodings_are_refused_by_the_scope_check() {
     let mut w = world(fixed(reply_bytes("200 OK", &[], b"ok"))).await;
     let mut passed = Vec::new();
     for path in

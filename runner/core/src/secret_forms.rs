@@ -113,12 +113,14 @@ impl SecretForms {
         let percent = percent_decode(bytes);
         let views: [&[u8]; 6] =
             [bytes, &json, &percent, &percent_decode(&json), &json_unescape(&percent), &percent_decode(&percent)];
+        let (dump_hex, dump_text) = dump_columns(bytes);
         views.iter().any(|view| {
             self.found_in_view(view)
                 || self.found_in_view(&without_separators(view))
                 || self.found_in_view(&without_nuls(view))
                 || self.lower_needles.iter().any(|n| memchr::memmem::find(&hex_digits_only(view), n).is_some())
-        })
+        }) || self.found_in_view(&dump_text)
+            || self.lower_needles.iter().any(|n| memchr::memmem::find(&dump_hex, n).is_some())
     }
 
     fn found_in_view(&self, view: &[u8]) -> bool {
@@ -252,6 +254,42 @@ fn json_unescape(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes without NULs: UTF-16 and UTF-32 text of ASCII characters, either order.
+/// The columns of a hex dump (`hexdump -C`, `xxd`, `od -A x -t x1z`), each joined across
+/// lines: the hex bytes (lower-cased digits) and the text column. A dump line is an
+/// offset (at least 4 hex digits, then `:` or a space), up to 16 bytes in hex groups of
+/// an even number of digits, then the text, between bars or not. The offsets and the
+/// text would otherwise cut the hex apart, and the line ends cut the text.
+fn dump_columns(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut hex, mut text) = (Vec::new(), Vec::new());
+    let trim_start = |b: &[u8]| -> usize { b.iter().take_while(|c| **c == b' ' || **c == b'\t').count() };
+    for line in bytes.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let offset = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        let rest = &line[offset..];
+        let rest = rest.strip_prefix(b":").unwrap_or(rest);
+        if offset < 4 || !rest.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
+        let (mut rest, mut count) = (rest, 0);
+        loop {
+            let group = &rest[trim_start(rest)..];
+            let digits = group.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            let whole = group.get(digits).is_none_or(|b| *b == b' ' || *b == b'\t');
+            if digits == 0 || digits % 2 != 0 || !whole || count + digits / 2 > 16 {
+                break;
+            }
+            hex.extend(group[..digits].iter().map(u8::to_ascii_lowercase));
+            count += digits / 2;
+            rest = &group[digits..];
+        }
+        let column = &rest[trim_start(rest)..];
+        let column = column.strip_prefix(b"|").unwrap_or(column);
+        let column = column.strip_suffix(b"|").unwrap_or(column);
+        text.extend_from_slice(column);
+    }
+    (hex, text)
+}
+
 fn without_nuls(bytes: &[u8]) -> Vec<u8> {
     bytes.iter().copied().filter(|b| *b != 0).collect()
 }
@@ -340,6 +378,38 @@ mod tests {
         }
         assert!(!f.found_in(b"hunter2 token 0042, nothing here"));
         assert!(!f.found_in(b""));
+    }
+
+    /// `hexdump -C` and `xxd` of text holding the secret: offsets and the text column
+    /// cut the hex apart, line ends cut the text.
+    fn dumps(text: &[u8]) -> [String; 2] {
+        let (mut canonical, mut xxd) = (String::new(), String::new());
+        for (i, line) in text.chunks(16).enumerate() {
+            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            let shown: String = line.iter().map(|b| if b.is_ascii_graphic() { char::from(*b) } else { '.' }).collect();
+            let (left, right) = hex.split_at(hex.len().min(8));
+            canonical.push_str(&format!(
+                "{:08x}  {:<23}  {:<23}  |{shown}|\n",
+                i * 16,
+                left.join(" "),
+                right.join(" ")
+            ));
+            let pairs: Vec<String> = hex.chunks(2).map(|p| p.concat()).collect();
+            xxd.push_str(&format!("{:08x}: {:<39}  {shown}\n", i * 16, pairs.join(" ")));
+        }
+        [canonical, xxd]
+    }
+
+    #[test]
+    fn hex_dumps_are_read_column_by_column() {
+        let f = forms();
+        let request = format!("GET /v1/user HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {SECRET}\r\n\r\n");
+        for dump in dumps(request.as_bytes()) {
+            assert!(f.found_in(dump.as_bytes()), "{dump}");
+        }
+        for dump in dumps(b"GET /v1/user HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer nothing-to-see\r\n") {
+            assert!(!f.found_in(dump.as_bytes()), "{dump}");
+        }
     }
 
     #[test]

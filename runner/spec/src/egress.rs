@@ -229,12 +229,30 @@ impl PathPattern {
 
 /// Paths an upstream might normalise differently from a plain string match: dot
 /// segments, encoded dots, slashes or backslashes, double encoding, `;` parameters
-/// (`..;/`), backslashes. Such paths never match a scope, so a prefix cannot be escaped.
+/// (`..;/`), backslashes, and every escape some decoder reads as a dot while a plain
+/// string match does not: a `%` not followed by two hex digits (`%%32%65`, IIS's
+/// `%u002e`), an escaped byte outside printable ASCII (overlong UTF-8 `%c0%ae`,
+/// full-width dots `%ef%bc%8e`) and raw bytes outside printable ASCII. Such paths never
+/// match a scope, so a prefix cannot be escaped.
 fn path_is_ambiguous(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     path.split('/').any(|seg| seg == ".." || seg == ".")
         || ["%2e", "%2f", "%5c", "%25", "%00"].iter().any(|enc| lower.contains(enc))
         || path.contains([';', '\\', '\0'])
+        || !path.bytes().all(|b| b.is_ascii_graphic())
+        || has_unclear_escape(path.as_bytes())
+}
+
+/// Whether a `%` escape is malformed or stands for a byte outside printable ASCII.
+fn has_unclear_escape(path: &[u8]) -> bool {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    path.iter().enumerate().filter(|(_, b)| **b == b'%').any(|(i, _)| {
+        match (path.get(i + 1).copied().and_then(hex), path.get(i + 2).copied().and_then(hex)) {
+            // Printable ASCII and the space (`%20` is common and harmless).
+            (Some(high), Some(low)) => !(0x20..0x7f).contains(&(high * 16 + low)),
+            _ => true,
+        }
+    })
 }
 
 impl FromStr for PathPattern {
@@ -311,6 +329,22 @@ mod tests {
         assert!(!p.matches("/repos/%252e%252e/admin"));
         assert!(!p.matches("/repos/a\\..\\admin"));
         assert!(p.matches("/repos/a%20b"));
+        // Escapes some decoder reads as a dot: double percent, IIS's %u, overlong UTF-8,
+        // full-width dots; and raw bytes outside printable ASCII.
+        for path in [
+            "/repos/%%32%65%%32%65/admin",
+            "/repos/%u002e%u002e/admin",
+            "/repos/%c0%ae%c0%ae/admin",
+            "/repos/%ef%bc%8e%ef%bc%8e/admin",
+            "/repos/\u{ff0e}\u{ff0e}/admin",
+            "/repos/a%",
+            "/repos/a%4",
+            "/repos/a%0a",
+            "/repos/a\tb",
+        ] {
+            assert!(!p.matches(path), "{path}");
+        }
+        assert!(p.matches("/repos/a%41b"), "a printable escape is clear");
         assert!(!p.matches("/user"));
         let exact: PathPattern = "/v1/user".parse().expect("pattern");
         assert!(exact.matches("/v1/user"));

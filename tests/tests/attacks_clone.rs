@@ -374,3 +374,41 @@ fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
     assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }
+
+/// A repository whose one blob is 96 MiB of one byte: its pack is tiny, its checkout
+/// does not fit the session's 32 MiB disk. The clone fails for want of space, and that is
+/// the session's disk quota (`disk_exceeded`), not an exit code of git's. (A blob of
+/// zeros would not do: git writes it sparse, and it takes no space at all.)
+#[test]
+fn an_inflating_repository_ends_the_session_disk_exceeded() {
+    let rt = runtime();
+    let ca = TestCa::new();
+    let Some(backend) = backend(&rt, clone_config(&ca, "default")) else { return };
+    let server = rt.block_on(GitServer::start_with(
+        ca.server_config(&["git.enclave.test"]),
+        "x-access-token",
+        TOKEN,
+        "inflating\n",
+        |work| {
+            std::fs::write(work.join("inflated.bin"), vec![b'A'; 96 << 20]).unwrap();
+        },
+    ));
+    let body = format!(
+        "  repo:\n    url: https://git.enclave.test:{}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n  command: [cat, README.md]\n  quotas:\n    disk: 32Mi\n",
+        server.addr.port()
+    );
+    let plan = plan_with("inflating-repo", &body, &loopback_policy());
+    let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
+    let clone_ok = outcome.audit.iter().find_map(|r| match &r.event {
+        AuditEvent::CloneFinished { ok, .. } => Some(*ok),
+        _ => None,
+    });
+    assert_eq!(clone_ok, Some(false), "the checkout cannot fit");
+    assert!(
+        matches!(&outcome.result.status, SessionStatus::Killed { reason: KillReason::DiskExceeded, .. }),
+        "{:#?}",
+        outcome.result.status
+    );
+    assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
+    assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}

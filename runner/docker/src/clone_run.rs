@@ -162,7 +162,12 @@ impl DockerBackend {
         Ok(match (ok, was_killed) {
             (_, true) => Some(Observation::from_exit(ExitObservation::Signaled { signal: 9 })),
             (true, false) => None,
-            (false, false) => Some(Observation::from_exit(ExitObservation::Exited { code })),
+            // A repository that inflates past the session's disk (a small pack of very
+            // compressible content) is the session's disk quota, not git's failure.
+            (false, false) => Some(Observation {
+                disk_full: run.volumes.iter().any(|path| crate::usage::volume_nearly_full(path)),
+                ..Observation::from_exit(ExitObservation::Exited { code })
+            }),
         })
     }
 }

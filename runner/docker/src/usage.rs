@@ -116,6 +116,16 @@ fn volume_full(path: &Path) -> bool {
     }
 }
 
+/// Whether a mounted volume has less than 1/64 of its blocks free: what a writer that
+/// failed for want of space leaves behind once it has removed its small temporary files
+/// (git drops its `index.lock`), where `volume_full` may no longer hold.
+pub(crate) fn volume_nearly_full(path: &Path) -> bool {
+    match rustix::fs::statvfs(path) {
+        Ok(stat) => stat.f_blocks > 0 && stat.f_bavail < stat.f_blocks.div_ceil(64),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

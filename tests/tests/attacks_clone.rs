@@ -7,56 +7,35 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::TestCa;
+use common::clone::{GIT_HOST, clone_finished, docker_cli, repo_spec, workload_started};
 use common::docker::*;
 use common::git_server::GitServer;
-use enclave_core::{AuditEvent, KillReason, MemorySecrets, Secret, SessionEvent, SessionStatus};
+use enclave_core::{AuditEvent, KillReason, MemorySecrets, SessionEvent, SessionStatus};
 use enclave_docker::DockerConfig;
 
 const TOKEN: &str = "repo-token-attack-7c41d9e0";
 const HOSTILE_IMAGE: &str = "enclave/test-hostile-keeper:latest";
 
-/// The repository host on loopback, trusted for the clone phase only.
 fn clone_config(ca: &TestCa, scope: &str) -> DockerConfig {
-    DockerConfig {
-        static_hosts: HashMap::from([("git.enclave.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])]),
-        trusted_clone_networks: vec!["127.0.0.1/32".parse().unwrap()],
-        extra_ca_pem: Some(ca.pem()),
-        scope: scope.to_owned(),
-        ..DockerConfig::default()
-    }
+    common::clone::clone_config(ca, scope, &[])
 }
 
 fn secrets() -> Arc<MemorySecrets> {
-    let mut s = MemorySecrets::default();
-    s.insert("repo-token", Secret::new(TOKEN));
-    Arc::new(s)
+    common::clone::secrets(TOKEN)
 }
 
-/// Every form of the credential a leak could take.
 fn leaks(haystack: &[u8]) -> Vec<&'static str> {
-    let text = String::from_utf8_lossy(haystack);
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"));
-    let mut found = Vec::new();
-    if text.contains(TOKEN) {
-        found.push("token");
-    }
-    if text.contains(&basic) {
-        found.push("basic-auth form");
-    }
-    found
+    common::clone::leaks(TOKEN, haystack)
 }
 
-fn docker_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker").args(args).output().expect("docker CLI");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// A git server whose one commit `extra` adds hostile content to.
+fn hostile_repository(rt: &tokio::runtime::Runtime, ca: &TestCa, extra: impl FnOnce(&std::path::Path)) -> GitServer {
+    rt.block_on(GitServer::start_with(ca.server_config(&[GIT_HOST]), "x-access-token", TOKEN, "hostile\n", extra))
 }
 
 /// A workload image whose `sleep` (what Docker's keeper runs) is the attacker's: it notes
@@ -152,29 +131,16 @@ fn a_hostile_repository_is_refused_by_fsck() {
     let rt = runtime();
     let ca = TestCa::new();
     let Some(backend) = backend(&rt, clone_config(&ca, "default")) else { return };
-    let server = rt.block_on(GitServer::start_with(
-        ca.server_config(&["git.enclave.test"]),
-        "x-access-token",
-        TOKEN,
-        "hostile\n",
-        |work| {
-            std::fs::write(work.join(".gitmodules"), "[submodule \"x\"]\n\tpath = x\n\turl = -u./payload\n").unwrap();
-        },
-    ));
-    let body = format!(
-        "  repo:\n    url: https://git.enclave.test:{}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n  command: [cat, README.md]\n",
-        server.addr.port()
-    );
-    let plan = plan_with("hostile-repo", &body, &loopback_policy());
-    let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
-    let finished = outcome.audit.iter().find_map(|r| match &r.event {
-        AuditEvent::CloneFinished { ok, detail } => Some((*ok, detail.clone())),
-        _ => None,
+    let server = hostile_repository(&rt, &ca, |work| {
+        std::fs::write(work.join(".gitmodules"), "[submodule \"x\"]\n\tpath = x\n\turl = -u./payload\n").unwrap();
     });
-    let (ok, detail) = finished.expect("clone finished record");
+    let plan =
+        plan_with("hostile-repo", &repo_spec(server.addr.port(), "  command: [cat, README.md]\n"), &loopback_policy());
+    let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
+    let (ok, detail) = clone_finished(&outcome).expect("clone finished record");
     assert!(!ok, "the clone must fail: {detail}");
     assert!(detail.contains("gitmodules") || detail.contains("fsck"), "{detail}");
-    assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
+    assert!(!workload_started(&outcome));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }
 
@@ -216,17 +182,6 @@ impl Stall {
     }
 }
 
-fn clone_finished_detail(outcome: &Outcome) -> String {
-    outcome
-        .audit
-        .iter()
-        .find_map(|r| match &r.event {
-            AuditEvent::CloneFinished { detail, .. } => Some(detail.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_deadline_covers_a_hanging_clone() {
     let rt = runtime();
@@ -242,7 +197,7 @@ fn the_deadline_covers_a_hanging_clone() {
         outcome.result.status
     );
     assert!(outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
-    assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
+    assert!(!workload_started(&outcome));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }
 
@@ -298,7 +253,7 @@ fn a_dead_clone_sandbox_ends_the_clone_at_once() {
     let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
     killer.join().unwrap();
     stall.wait_for_clone();
-    let detail = clone_finished_detail(&outcome);
+    let detail = clone_finished(&outcome).map(|(_, d)| d).unwrap_or_default();
     // Seen at once: the sandbox's exit or the exec's end, never a wait for a time limit.
     assert!(detail.contains("sandbox exited") || detail.contains("exited with 137"), "{detail}");
     assert!(matches!(outcome.result.status, SessionStatus::Failed { .. }), "{:#?}", outcome.result.status);
@@ -344,12 +299,8 @@ fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
     let ca = TestCa::new();
     let scope = format!("clone-end-{}", std::process::id());
     let Some(backend) = backend(&rt, clone_config(&ca, &scope)) else { return };
-    let server =
-        rt.block_on(GitServer::start(ca.server_config(&["git.enclave.test"]), "x-access-token", TOKEN, "readme\n"));
-    let body = format!(
-        "  repo:\n    url: https://git.enclave.test:{}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n  command: [sleep, \"30\"]\n",
-        server.addr.port()
-    );
+    let server = rt.block_on(GitServer::start(ca.server_config(&[GIT_HOST]), "x-access-token", TOKEN, "readme\n"));
+    let body = repo_spec(server.addr.port(), "  command: [sleep, \"30\"]\n");
     let plan = plan_with("clone-end-cancel", &body, &loopback_policy());
     let starts = Starts::watch(&scope, "workload");
     let outcome = run_cancelled(
@@ -360,10 +311,7 @@ fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
         Cancel::On(|e| matches!(&e.event, SessionEvent::Clone { stage, .. } if stage == "reach_revoked")),
     );
     let started = starts.stop();
-    let clone_ok = outcome.audit.iter().find_map(|r| match &r.event {
-        AuditEvent::CloneFinished { ok, .. } => Some(*ok),
-        _ => None,
-    });
+    let clone_ok = clone_finished(&outcome).map(|(ok, _)| ok);
     assert_eq!(clone_ok, Some(true), "the clone itself succeeded");
     assert!(
         matches!(&outcome.result.status, SessionStatus::Killed { reason: KillReason::Cancelled, .. }),
@@ -371,7 +319,7 @@ fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
         outcome.result.status
     );
     assert_eq!(started, "", "the workload container started after the cancel");
-    assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
+    assert!(!workload_started(&outcome));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }
 
@@ -384,31 +332,19 @@ fn an_inflating_repository_ends_the_session_disk_exceeded() {
     let rt = runtime();
     let ca = TestCa::new();
     let Some(backend) = backend(&rt, clone_config(&ca, "default")) else { return };
-    let server = rt.block_on(GitServer::start_with(
-        ca.server_config(&["git.enclave.test"]),
-        "x-access-token",
-        TOKEN,
-        "inflating\n",
-        |work| {
-            std::fs::write(work.join("inflated.bin"), vec![b'A'; 96 << 20]).unwrap();
-        },
-    ));
-    let body = format!(
-        "  repo:\n    url: https://git.enclave.test:{}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n  command: [cat, README.md]\n  quotas:\n    disk: 32Mi\n",
-        server.addr.port()
-    );
-    let plan = plan_with("inflating-repo", &body, &loopback_policy());
-    let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
-    let clone_ok = outcome.audit.iter().find_map(|r| match &r.event {
-        AuditEvent::CloneFinished { ok, .. } => Some(*ok),
-        _ => None,
+    let server = hostile_repository(&rt, &ca, |work| {
+        std::fs::write(work.join("inflated.bin"), vec![b'A'; 96 << 20]).unwrap();
     });
+    let rest = "  command: [cat, README.md]\n  quotas:\n    disk: 32Mi\n";
+    let plan = plan_with("inflating-repo", &repo_spec(server.addr.port(), rest), &loopback_policy());
+    let outcome = run(&rt, backend.clone(), &plan, secrets(), None);
+    let clone_ok = clone_finished(&outcome).map(|(ok, _)| ok);
     assert_eq!(clone_ok, Some(false), "the checkout cannot fit");
     assert!(
         matches!(&outcome.result.status, SessionStatus::Killed { reason: KillReason::DiskExceeded, .. }),
         "{:#?}",
         outcome.result.status
     );
-    assert!(!outcome.audit.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. })));
+    assert!(!workload_started(&outcome));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }

@@ -296,6 +296,23 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// A session stopped while its clone hangs: killed for `reason`, torn down and audited,
+/// its workload never started, its clone killed with its pod (it never finished on its
+/// own), nothing left.
+fn stopped_in_the_clone(
+    c: &Cluster,
+    kubelet: &Kubelet,
+    result: &SessionResult,
+    records: &[AuditRecord],
+    reason: KillReason,
+) {
+    assert!(matches!(&result.status, SessionStatus::Killed { reason: r, .. } if *r == reason), "{:?}", result.status);
+    assert!(records.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
+    assert!(!workload_started(records));
+    assert!(kubelet.ran().is_empty(), "the clone outlived its pod");
+    all_gone(&c.fake);
+}
+
 async fn session_of(
     c: &Cluster,
     kubelet: &Kubelet,
@@ -412,16 +429,7 @@ async fn kube_the_deadline_covers_a_hanging_clone() {
     let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
     let (result, records) = session_of(&c, &kubelet, clone_plan(stall.port, "3s"), "ses-kube-clone-4").await;
     assert!(stall.accepted.load(Ordering::SeqCst) > 0, "the clone reached the stalling host");
-    assert!(
-        matches!(&result.status, SessionStatus::Killed { reason: KillReason::DeadlineExceeded, .. }),
-        "{:?}",
-        result.status
-    );
-    assert!(records.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
-    assert!(!workload_started(&records));
-    // The kubelet killed the clone with its pod: it never finished on its own.
-    assert!(kubelet.ran().is_empty(), "the clone outlived its pod");
-    all_gone(&c.fake);
+    stopped_in_the_clone(&c, &kubelet, &result, &records, KillReason::DeadlineExceeded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,15 +443,7 @@ async fn kube_a_cancel_during_the_clone_ends_the_session_cancelled() {
     let session = SessionId::new("ses-kube-clone-5").unwrap();
     let (result, records) =
         start_with_cancel(c.backend(), clone_plan(stall.port, "10m"), session, cancel).await.unwrap();
-    assert!(
-        matches!(&result.status, SessionStatus::Killed { reason: KillReason::Cancelled, .. }),
-        "{:?}",
-        result.status
-    );
-    assert!(records.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
-    assert!(!workload_started(&records));
-    assert!(kubelet.ran().is_empty(), "the clone outlived its pod");
-    all_gone(&c.fake);
+    stopped_in_the_clone(&c, &kubelet, &result, &records, KillReason::Cancelled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

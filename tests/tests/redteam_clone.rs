@@ -8,16 +8,15 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine as _;
+use common::clone::{docker_cli, repo_spec};
 use common::docker::*;
 use common::git_server::GitServer;
 use common::{Canary, Reply, TestCa, response};
-use enclave_core::{AuditEvent, MemorySecrets, Secret, SessionStatus};
+use enclave_core::{MemorySecrets, SessionStatus};
 use enclave_docker::DockerConfig;
 
 /// What the inspector read: (where, bytes).
@@ -26,39 +25,16 @@ type Seen = Vec<(String, Vec<u8>)>;
 const TOKEN: &str = "repo-token-redteam-3f9a6c21";
 
 fn clone_config(ca: &TestCa, scope: &str) -> DockerConfig {
-    DockerConfig {
-        static_hosts: HashMap::from([
-            ("git.enclave.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
-            ("other.enclave.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
-        ]),
-        trusted_clone_networks: vec!["127.0.0.1/32".parse().unwrap()],
-        extra_ca_pem: Some(ca.pem()),
-        scope: scope.to_owned(),
-        ..DockerConfig::default()
-    }
+    common::clone::clone_config(ca, scope, &["other.enclave.test"])
 }
 
 fn secrets() -> Arc<MemorySecrets> {
-    let mut s = MemorySecrets::default();
-    s.insert("repo-token", Secret::new(TOKEN));
-    Arc::new(s)
-}
-
-fn basic() -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"))
+    common::clone::secrets(TOKEN)
 }
 
 /// Every form of the credential a leak could take.
 fn leaks(haystack: &[u8]) -> Vec<&'static str> {
-    let text = String::from_utf8_lossy(haystack);
-    let mut found = Vec::new();
-    if text.contains(TOKEN) {
-        found.push("token");
-    }
-    if text.contains(&basic()) {
-        found.push("basic-auth form");
-    }
-    found
+    common::clone::leaks(TOKEN, haystack)
 }
 
 fn assert_outcome_clean(outcome: &Outcome) {
@@ -71,26 +47,7 @@ fn assert_outcome_clean(outcome: &Outcome) {
 }
 
 fn clone_finished(outcome: &Outcome) -> (bool, String) {
-    outcome
-        .audit
-        .iter()
-        .find_map(|r| match &r.event {
-            AuditEvent::CloneFinished { ok, detail } => Some((*ok, detail.clone())),
-            _ => None,
-        })
-        .expect("a clone-finished record")
-}
-
-fn repo_spec(port: u16, rest: &str) -> String {
-    format!(
-        "  repo:\n    url: https://git.enclave.test:{port}/app.git\n    ref: main\n    credential: repo-token\n  image: enclave/base:latest\n{rest}"
-    )
-}
-
-fn docker_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker").args(args).output().expect("docker CLI");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    common::clone::clone_finished(outcome).expect("a clone-finished record")
 }
 
 /// A repository host that answers every request with a 404 whose `text/plain` body is

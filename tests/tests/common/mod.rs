@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support")]
 
+pub mod clone;
 pub mod docker;
 pub mod git_server;
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use common::TestCa;
 use common::docker::*;
-use enclave_core::{AuditEvent, MemorySecrets, Secret, SessionStatus};
+use enclave_core::AuditEvent;
 use enclave_docker::DockerConfig;
 
 const SECRET: &str = "binding-secret-reflected-4be81f";
@@ -158,11 +158,7 @@ fn a_reflecting_upstream_gets_no_form_of_the_credential_back_to_the_workload() {
         binding = common::api_binding_yaml(upstream.port())
     );
     let plan = plan_with("attack-binding", &body, &loopback_policy());
-    let mut secrets = MemorySecrets::default();
-    secrets.insert("api-token", Secret::new(SECRET));
-    let mut kept = KeptBundle::default();
-    let outcome = run_collecting(&rt, backend.clone(), &plan, Arc::new(secrets), None, Some(&mut kept));
-    assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
+    let (outcome, kept) = run_binding_session(&rt, backend.clone(), &plan, SECRET);
 
     // The upstream got the credential, and none of the override headers.
     let seen = upstream.requests();

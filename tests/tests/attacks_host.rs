@@ -22,15 +22,7 @@ fn a_spec_cannot_reach_the_enclave_host_through_the_proxy() {
     if backend(&rt, DockerConfig::default()).is_none() {
         return;
     }
-    // docker0's own address on the host (Docker 20.10 leaves the IPAM gateway empty).
-    let ip = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().unwrap();
-    let docker0: Ipv4Addr = String::from_utf8_lossy(&ip.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .expect("docker0 has an IPv4 address");
+    let docker0 = docker0();
     let config = DockerConfig {
         static_hosts: HashMap::from([
             ("host-loopback.test".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),

@@ -210,16 +210,7 @@ fn an_allowlist_workload_reaches_only_its_proxy() {
     let Some(backend) = backend(&rt, DockerConfig::default()) else { return };
     let canaries = Canaries::start(2);
     let (allowed, denied) = (canaries.ip(0), canaries.ip(1));
-    // docker0's own address on the host (Docker 20.10 leaves the IPAM gateway empty).
-    let ip = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().unwrap();
-    let docker0 = String::from_utf8_lossy(&ip.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .map(str::to_owned)
-        .filter(|a| a.parse::<Ipv4Addr>().is_ok())
-        .expect("docker0 has an IPv4 address");
+    let docker0 = docker0();
     // A host listener on every address: the workload must not reach it, by any address.
     let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let host_port = host.local_addr().unwrap().port();
@@ -307,11 +298,7 @@ fn a_binding_call_gets_its_credential_at_the_proxy_and_never_in_the_sandbox() {
         binding = common::api_binding_yaml(upstream.port())
     );
     let plan = plan_with("binding-e2e", &body, &loopback_policy());
-    let mut secrets = MemorySecrets::default();
-    secrets.insert("api-token", Secret::new(SECRET));
-    let mut kept = KeptBundle::default();
-    let outcome = run_collecting(&rt, backend.clone(), &plan, Arc::new(secrets), None, Some(&mut kept));
-    assert_eq!(outcome.result.status, SessionStatus::Succeeded, "{:#?}", outcome.result);
+    let (outcome, kept) = run_binding_session(&rt, backend.clone(), &plan, SECRET);
 
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1, "only the in-scope call reached the upstream: {seen:?}");

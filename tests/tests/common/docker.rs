@@ -189,3 +189,32 @@ pub fn withheld_for_secrets(outcome: &Outcome) -> Vec<String> {
         .map(|s| format!("{}: {}", s.path, s.reason))
         .collect()
 }
+
+/// docker0's own IPv4 address on the host (Docker 20.10 leaves the bridge's IPAM gateway
+/// empty, so it is read from the interface).
+pub fn docker0() -> std::net::Ipv4Addr {
+    let ip = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().unwrap();
+    String::from_utf8_lossy(&ip.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("docker0 has an IPv4 address")
+}
+
+/// Runs `plan` with the tests' binding secret `api-token` set to `secret`, keeping the
+/// artifact bundle; the session must succeed.
+pub fn run_binding_session(
+    rt: &tokio::runtime::Runtime,
+    backend: Arc<DockerBackend>,
+    plan: &enclave_core::Plan,
+    secret: &str,
+) -> (Outcome, KeptBundle) {
+    let mut secrets = enclave_core::MemorySecrets::default();
+    secrets.insert("api-token", enclave_core::Secret::new(secret));
+    let mut kept = KeptBundle::default();
+    let outcome = run_collecting(rt, backend, plan, Arc::new(secrets), None, Some(&mut kept));
+    assert_eq!(outcome.result.status, enclave_core::SessionStatus::Succeeded, "{:#?}", outcome.result);
+    (outcome, kept)
+}

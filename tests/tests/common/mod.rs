@@ -2,7 +2,12 @@
 //! a DNS stub whose answers the test scripts. Nothing here ever talks to an address the
 //! test did not create.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    reason = "shared by every test binary; each uses a part, and nothing here is public API"
+)]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support")]
 
 pub mod clone;

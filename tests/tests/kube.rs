@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use enclave_core::{
-    Backend, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Plan, Policy, Secret, SecretStore, SessionEvent,
-    SessionId, SessionResult, SessionRun, Stream, TimedEvent,
+    Backend, CloneStage, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Plan, Policy, Secret, SecretStore,
+    SessionEvent, SessionId, SessionResult, SessionRun, Stream, TimedEvent,
 };
 use enclave_egress::RelayRegistry;
 use enclave_kube::{KubeBackend, KubeConfig};
@@ -320,7 +320,7 @@ async fn kube_teardown_deletes_everything_it_created_including_the_credential() 
         assert!(deleted, "{kind}/{name} was not deleted");
     }
     all_gone(&fake);
-    assert!(out.events.iter().any(|e| matches!(&e.event, SessionEvent::Clone { stage, .. } if stage == "finished")));
+    assert!(out.events.iter().any(|e| matches!(&e.event, SessionEvent::Clone { stage: CloneStage::Finished, .. })));
     // The credential goes as soon as the clone is over, before the Job is torn down.
     let calls = fake.calls();
     let secret_deleted =
@@ -474,7 +474,7 @@ async fn kube_reports_the_clone_reach_revoked_between_the_clone_and_the_workload
         .events
         .iter()
         .filter_map(|e| match &e.event {
-            SessionEvent::Clone { stage, .. } => Some(stage.clone()),
+            SessionEvent::Clone { stage, .. } => Some(stage.to_string()),
             SessionEvent::Status { status } => Some(status.to_string()),
             _ => None,
         })

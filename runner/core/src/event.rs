@@ -114,6 +114,31 @@ pub enum BackendEvent {
 /// Sender half given to a backend at launch.
 pub type BackendEvents = mpsc::UnboundedSender<BackendEvent>;
 
+/// A stage of the clone step, as reporters show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CloneStage {
+    /// The clone started (detail: the repository URL).
+    Started,
+    /// The clone succeeded (detail: what was cloned).
+    Finished,
+    /// The clone failed (detail: why).
+    Failed,
+    /// The clone's reach was revoked (detail: `host:port`).
+    ReachRevoked,
+}
+
+impl std::fmt::Display for CloneStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Started => "started",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::ReachRevoked => "reach_revoked",
+        })
+    }
+}
+
 /// Something a reporter (CLI, API stream) shows. Log text is already redacted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
@@ -130,8 +155,8 @@ pub enum SessionEvent {
     },
     /// Clone step progress.
     Clone {
-        /// `started`, `finished`, `failed` or `reach_revoked`.
-        stage: String,
+        /// Where the clone step is.
+        stage: CloneStage,
         /// Detail.
         detail: String,
     },

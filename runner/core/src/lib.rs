@@ -43,7 +43,7 @@ pub use egress::{
     BINDING_PORT, BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase, Resolution,
     check_binding_scope, decide,
 };
-pub use event::{BackendEvent, BackendEvents, SessionEvent, Stream, TimedEvent};
+pub use event::{BackendEvent, BackendEvents, CloneStage, SessionEvent, Stream, TimedEvent};
 pub use kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
 pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun};
 pub use plan::{

@@ -16,7 +16,7 @@ use crate::audit::{AuditChain, AuditEvent, AuditSink, AuditWriteError};
 use crate::backend::{Backend, BackendError, RunHandle};
 use crate::clock::{Clock, rfc3339};
 use crate::egress::Decision;
-use crate::event::{BackendEvent, SessionEvent, Stream, TimedEvent};
+use crate::event::{BackendEvent, CloneStage, SessionEvent, Stream, TimedEvent};
 use crate::kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
 use crate::plan::{Isolation, Plan};
 use crate::result::{DeniedEgress, SessionResult, StepResult};
@@ -350,7 +350,7 @@ impl<'a> Driver<'a> {
                 }
                 self.publish(SessionEvent::Status { status: SessionStatus::Cloning });
                 self.publish(SessionEvent::Clone {
-                    stage: "started".into(),
+                    stage: CloneStage::Started,
                     detail: clone.map(|c| c.url.clone()).unwrap_or_default(),
                 });
             }
@@ -358,14 +358,14 @@ impl<'a> Driver<'a> {
                 self.clone_finished_ms = Some(self.now());
                 let detail = self.redactor.redact(&detail);
                 self.record(AuditEvent::CloneFinished { ok, detail: detail.clone() });
-                let stage = if ok { "finished" } else { "failed" };
-                self.publish(SessionEvent::Clone { stage: stage.into(), detail });
+                let stage = if ok { CloneStage::Finished } else { CloneStage::Failed };
+                self.publish(SessionEvent::Clone { stage, detail });
             }
             BackendEvent::CloneReachRevoked => {
                 if let Some(c) = clone {
                     self.record(AuditEvent::CloneReachRevoked { host: c.host.clone(), port: c.port });
                     self.publish(SessionEvent::Clone {
-                        stage: "reach_revoked".into(),
+                        stage: CloneStage::ReachRevoked,
                         detail: format!("{}:{}", c.host, c.port),
                     });
                 }

@@ -11,11 +11,12 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::TestCa;
 use common::clone::{GIT_HOST, clone_finished, docker_cli, repo_spec, workload_started};
 use common::docker::*;
 use common::git_server::GitServer;
-use enclave_core::{AuditEvent, KillReason, MemorySecrets, SessionEvent, SessionStatus};
+use enclave_core::{AuditEvent, CloneStage, KillReason, MemorySecrets, SessionEvent, SessionStatus};
 use enclave_docker::DockerConfig;
 
 const TOKEN: &str = "repo-token-attack-7c41d9e0";
@@ -308,7 +309,7 @@ fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
         backend.clone(),
         &plan,
         secrets(),
-        Cancel::On(|e| matches!(&e.event, SessionEvent::Clone { stage, .. } if stage == "reach_revoked")),
+        Cancel::On(|e| matches!(&e.event, SessionEvent::Clone { stage: CloneStage::ReachRevoked, .. })),
     );
     let started = starts.stop();
     let clone_ok = clone_finished(&outcome).map(|(ok, _)| ok);
@@ -347,4 +348,43 @@ fn an_inflating_repository_ends_the_session_disk_exceeded() {
     );
     assert!(!workload_started(&outcome));
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+}
+
+/// A repository host that hands the credential back in what it serves (here written in
+/// beforehand, as a reflecting host would from the request): the basic-auth header in a
+/// file, the token as another file's name. The clone refuses the repository, so the
+/// workload never starts and nothing of it reaches a bundle.
+#[test]
+fn a_repository_holding_the_credential_is_refused() {
+    let rt = runtime();
+    let ca = TestCa::new();
+    let Some(backend) = backend(&rt, clone_config(&ca, "default")) else { return };
+    for (tag, plant) in [("content", 0), ("name", 1), ("token-base64", 2)] {
+        let server = hostile_repository(&rt, &ca, |work| {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"));
+            match plant {
+                0 => std::fs::write(work.join("SEEN"), format!("Authorization: Basic {basic}\n")).unwrap(),
+                1 => std::fs::write(work.join(format!("seen-{TOKEN}")), "x\n").unwrap(),
+                _ => {
+                    std::fs::write(work.join("SEEN"), base64::engine::general_purpose::STANDARD.encode(TOKEN)).unwrap()
+                }
+            }
+        });
+        let rest = "  command: [sh, -c, 'cat SEEN; ls']\n  artifacts: ['.']\n";
+        let plan = plan_with(&format!("reflected-{tag}"), &repo_spec(server.addr.port(), rest), &loopback_policy());
+        let mut kept = KeptBundle::default();
+        let outcome = run_collecting(&rt, backend.clone(), &plan, secrets(), None, Some(&mut kept));
+        let (ok, detail) = clone_finished(&outcome).expect("clone finished record");
+        assert!(!ok, "{tag}: the clone must refuse the repository");
+        assert!(detail.contains("holds the clone credential"), "{tag}: {detail}");
+        assert!(!workload_started(&outcome), "{tag}: the workload started");
+        assert!(
+            matches!(outcome.result.status, SessionStatus::Failed { exit_code: 3 }),
+            "{tag}: {:?}",
+            outcome.result.status
+        );
+        let everything = format!("{:?}{:?}{:?}", outcome.events, outcome.audit, kept.0);
+        assert_eq!(leaks(everything.as_bytes()), Vec::<&str>::new(), "{tag}");
+        assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
+    }
 }

@@ -370,8 +370,10 @@ async fn session(c: &Cluster, kubelet: &Kubelet, port: u16, id: &str) -> (Sessio
 /// forms in a response (and says stripping cannot be complete), the clone step neither
 /// checks nor says. Why it matters: the promise is that only the clone init container
 /// ever sees the credential; here the tenant's workload image reads it with `cat SEEN`.
+/// Closed on 2026-12-02: the clone step looks for the credential's forms in the checkout,
+/// the names and every object, and refuses the repository (exit 3, workspace emptied).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kube_a_repository_host_that_reflects_the_credential_hands_it_to_the_workload() {
+async fn kube_a_repository_host_that_reflects_the_credential_is_refused() {
     let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
     let host = HostileGit::start(c.ca.server_config(&["git.test"]), Hostile::Reflect).await;
     let kubelet = Kubelet::new(&c);
@@ -380,7 +382,12 @@ async fn kube_a_repository_host_that_reflects_the_credential_hands_it_to_the_wor
         kubelet.ran.lock().unwrap().iter().map(|r| (r.workspace.clone(), r.stderr.clone(), r.code)).collect();
     assert_eq!(ran.len(), 1);
     let (workspace, stderr, code) = &ran[0];
-    assert_eq!(*code, 0, "{stderr}");
+    assert_eq!(*code, 3, "refused: {stderr}");
+    assert!(stderr.contains("holds the clone credential"), "{stderr}");
+    assert!(leaks(stderr.as_bytes()).is_empty(), "{stderr}");
+    assert_eq!(clone_finished(&records), Some(false));
+    assert!(!workload_started(&records), "the workload started");
+    assert_eq!(result.status.to_string(), "failed (exit 3)");
     assert!(host.requests().iter().any(|(_, auth)| auth.as_deref() == Some(expected_header().as_str())));
     let leaked: Vec<(String, Vec<&str>)> = files(workspace)
         .iter()

@@ -82,17 +82,27 @@ if [ -n "$token" ]; then
     *:*) pair=$token ;;
     *) pair="x-access-token:$token" ;;
   esac
+  basic=$(printf '%s' "$pair" | base64 | tr -d '\n')
+  alone=$(printf '%s' "$token" | base64 | tr -d '\n')
   n=$GIT_CONFIG_COUNT
   export "GIT_CONFIG_KEY_$n=http.$ENCLAVE_REPO_URL.extraHeader"
-  export "GIT_CONFIG_VALUE_$n=Authorization: Basic $(printf '%s' "$pair" | base64 | tr -d '\n')"
+  export "GIT_CONFIG_VALUE_$n=Authorization: Basic $basic"
   export GIT_CONFIG_COUNT=$((n + 1))
-  unset pair
 fi
-unset token
 git init -q .
 git remote add origin "$ENCLAVE_REPO_URL"
 git fetch -q --depth 1 --no-tags --no-recurse-submodules origin "${ENCLAVE_REPO_REF:-HEAD}"
 git checkout -q --detach FETCH_HEAD
+# The repository host got the credential; a hostile one can hand it back in what it
+# serves (a file, a name, a commit message). Nothing holding it reaches the workload.
+if [ -n "$token" ] && { grep -rqaF -e "$token" -e "$basic" -e "$alone" . ||
+    find . -print | grep -qaF -e "$token" -e "$basic" -e "$alone" ||
+    git cat-file --batch-all-objects --batch | grep -qaF -e "$token" -e "$basic" -e "$alone"; }; then
+  echo "enclave-clone: the repository holds the clone credential; refusing it" >&2
+  rm -rf ./* ./.[!.]* ./..?*
+  exit 3
+fi
+unset token pair basic alone
 git log -1 --format='cloned %H'
 if [ -n "${ENCLAVE_CLONE_DONE_URL:-}" ]; then
   git -c protocol.http.allow=always ls-remote "$ENCLAVE_CLONE_DONE_URL" >/dev/null

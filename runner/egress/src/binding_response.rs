@@ -17,9 +17,19 @@ use enclave_core::Redactor;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::response::Parts;
 
-/// Request headers some servers and frameworks read as the "real" method or path. A
-/// binding's scope is checked on the request line, so none of them may pass.
+/// Request headers some servers and frameworks read as the "real" method, path, host or
+/// client (behind a proxy they trust: Express's `trust proxy`, Django's
+/// `USE_X_FORWARDED_HOST`, ASP.NET's ForwardedHeaders, Spring's ForwardedHeaderFilter).
+/// A binding's scope is checked on the request line and its host is the binding's own,
+/// so none of them may pass; with them, so does every `X-Forwarded-*` header.
 const OVERRIDE_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-host",
+    "x-original-host",
+    "x-http-host-override",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
     "x-http-method",
     "x-http-method-override",
     "x-method-override",
@@ -47,6 +57,7 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap) {
             // CGI-style servers read `_` and `-` alike.
             let name = n.as_str().replace('_', "-");
             OVERRIDE_HEADERS.contains(&name.as_str())
+                || name.starts_with("x-forwarded-")
                 || name.starts_with("x-http-method")
                 || name.ends_with("-method-override")
         })

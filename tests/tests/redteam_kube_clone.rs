@@ -68,10 +68,13 @@ enum Hostile {
     Redirect,
 }
 
+/// (path, the Authorization header sent) of every request.
+type RequestLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 struct HostileGit {
     port: u16,
     /// (path, the Authorization header sent) of every request.
-    log: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    log: RequestLog,
     _root: Arc<tempfile::TempDir>,
 }
 
@@ -103,7 +106,7 @@ impl HostileGit {
         let root = Arc::new(tempfile::tempdir().unwrap());
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let log: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let log: RequestLog = Arc::default();
         let built = Arc::new(tokio::sync::Mutex::new(false));
         let (root2, log2) = (root.clone(), log.clone());
         tokio::spawn(async move {

@@ -271,7 +271,23 @@ impl<'a> Driver<'a> {
         }
         self.flush_lines();
         if observed.is_ok() {
-            self.collect_artifacts(&handle).await;
+            // Collecting is part of the session: a cancel or the deadline ends it, as
+            // anywhere else (the collection is dropped; nothing half-read is stored).
+            let deadline_ms = self.plan.quotas.deadline_ms;
+            let stopped = {
+                let collect = self.collect_artifacts(&handle).fuse();
+                futures::pin_mut!(collect);
+                futures::select_biased! {
+                    () = collect => None,
+                    () = cancel => Some((KillReason::Cancelled, "cancelled by the user".to_owned())),
+                    () = deadline => Some((KillReason::DeadlineExceeded, format!(
+                        "deadline of {} reached while collecting artifacts",
+                        enclave_spec::DurationMs(deadline_ms)))),
+                }
+            };
+            if let Some((reason, detail)) = stopped {
+                self.order_kill(reason, detail);
+            }
         }
         Outcome::Observed(
             observed.unwrap_or_else(|e: BackendError| {

@@ -188,6 +188,10 @@ impl DockerBackend {
         if *run.killed.borrow() {
             return Ok(None);
         }
+        // The container names the session's volumes again: had anything removed them
+        // since the launch, Docker made new ones, unlimited and unlabelled. It runs only
+        // on Enclave's own.
+        self.verify_volumes(session, &run.plan, &names).await?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("container start"))?;
         if *run.killed.borrow() {
             let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
@@ -483,6 +487,10 @@ impl Backend for DockerBackend {
             _ = sandbox_exit.next() => None,
         };
         let state = self.docker.inspect_container(&container, None).await.ok().and_then(|c| c.state);
+        // The program is over: nothing it left in the background runs on while artifacts
+        // are collected (they are read from the stopped container's volumes).
+        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        let _ = self.docker.kill_container(&container, Some(options)).await;
         stop.store(true, Ordering::SeqCst);
         let usage = sampler.await.unwrap_or_default();
         let (last, failed_step) = program.transpose()?.unwrap_or((None, None));
@@ -586,6 +594,20 @@ impl Backend for DockerBackend {
             match self.docker.remove_volume(&volume.name, Some(options)).await {
                 Ok(()) => report.removed.push(format!("volume:{}", volume.name)),
                 Err(e) => report.failed.push(format!("volume:{}: {e}", volume.name)),
+            }
+        }
+        // Volumes of the session's names that carry no label: Docker made them up for a
+        // container whose own went missing (the launch refuses to run on them).
+        let names = Names::of(session);
+        for name in [&names.workspace, &names.tmp] {
+            if report.removed.iter().any(|r| r == &format!("volume:{name}")) {
+                continue;
+            }
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match self.docker.remove_volume(name, Some(options)).await {
+                Ok(()) => report.removed.push(format!("volume:{name} (unlabelled)")),
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(e) => report.failed.push(format!("volume:{name}: {e}")),
             }
         }
         let networks = self

@@ -57,6 +57,17 @@ pub(crate) fn tmpfs_volume_options(size_bytes: u64, uid: u32) -> HashMap<String,
     ])
 }
 
+/// How long a session's idle keeper (`sleep`, the holder's and the workload's first
+/// process) lives: the session's deadline and a short margin. The orchestrator ends the
+/// session by then anyway; should the Enclave process die, the sandbox still ends at its
+/// deadline on its own (its first process exits, and every process of the sandbox with it).
+pub(crate) fn keeper_seconds(plan: &enclave_core::Plan) -> u64 {
+    plan.quotas.deadline_ms.div_ceil(1000) + KEEPER_MARGIN_SECONDS
+}
+
+/// What a keeper outlives the deadline by: the orchestrator's kill and its teardown.
+const KEEPER_MARGIN_SECONDS: u64 = 5;
+
 /// Resource limits of one container.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -137,7 +148,7 @@ pub(crate) fn holder_container(
         image: Some(config.holder_image.clone()),
         user: Some(format!("{}:{}", c.run_as_user, c.run_as_group)),
         entrypoint: Some(vec!["sleep".to_owned()]),
-        cmd: Some(vec!["2147483647".to_owned()]),
+        cmd: Some(vec![keeper_seconds(plan).to_string()]),
         env: Some(Vec::new()),
         network_disabled: Some(network.is_none()),
         labels: Some(labels::for_session(session, "holder", config)),
@@ -185,7 +196,7 @@ pub fn workload_container(plan: &Plan, session: &SessionId, image: &str, config:
         // The idle keeper: the program runs through exec so each step has its own exit
         // code. `sleep` exists in every image Enclave builds (busybox).
         entrypoint: Some(vec!["sleep".to_owned()]),
-        cmd: Some(vec!["2147483647".to_owned()]),
+        cmd: Some(vec![keeper_seconds(plan).to_string()]),
         env: Some(Vec::new()),
         working_dir: Some(WORKSPACE.to_owned()),
         network_disabled: Some(c.network == NetworkMode::None),

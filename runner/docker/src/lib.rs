@@ -29,5 +29,5 @@ pub use config::DockerConfig;
 pub use connect::{MIN_API, connect};
 pub use container_spec::{Names, WORKSPACE, attach_to_proxy, workload_container};
 pub use error::DockerError;
-pub use labels::{MANAGED, OWNER_PID, OWNER_START, ROLE, SCOPE, SESSION, process_start};
+pub use labels::{MANAGED, OWNER_PID, OWNER_PROC, OWNER_START, ROLE, SCOPE, SESSION, own_pid, process_start};
 pub use usage::{Usage, UsageReader};

@@ -261,35 +261,6 @@ fn a_dead_clone_sandbox_ends_the_clone_at_once() {
     assert!(leftovers(&rt, &backend, &outcome.result.session).is_empty());
 }
 
-/// Docker's own record of containers starting in a scope: `docker events` from now on.
-struct Starts {
-    child: std::process::Child,
-}
-
-impl Starts {
-    fn watch(scope: &str, role: &str) -> Self {
-        let child = std::process::Command::new("docker")
-            .args(["events", "--filter", "type=container", "--filter", "event=start"])
-            .args(["--filter", &format!("label=dev.enclave.scope={scope}")])
-            .args(["--filter", &format!("label=dev.enclave.role={role}")])
-            .args(["--format", "{{.Actor.Attributes.name}}"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("docker events");
-        // `docker events` reports from its subscription on: let it subscribe first.
-        std::thread::sleep(Duration::from_millis(500));
-        Self { child }
-    }
-
-    /// Every start seen so far (the stream is read after a moment for late events).
-    fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = self.child.kill();
-        let out = self.child.wait_with_output().expect("docker events output");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
 #[test]
 fn a_cancel_as_the_clone_ends_never_starts_the_workload() {
     // The cancel arrives the moment the clone's reach is revoked, while the workload

@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use common::proxy::{ProxySetup, TestRecorder, serve_proxy};
 use common::{Canary, DnsStub, TestCa, Tunnel, connect_raw, connect_tls, raw, response, status};
-use enclave_core::{BackendEvent, EgressPhase, MemorySecrets, Plan, Policy, Secret};
-use enclave_egress::{DnsResolver, ProxyTask, Recorder, Resolve, SessionProxy, SessionProxyConfig, StaticResolver};
+use enclave_core::{BackendEvent, EgressPhase, MemorySecrets, Plan, Policy};
+use enclave_egress::{DnsResolver, ProxyTask, Resolve, SessionProxy, SessionProxyConfig, StaticResolver};
 use futures::channel::mpsc;
 use tokio::net::TcpListener;
 
@@ -31,19 +32,6 @@ fn plan_of(yaml: &str) -> Plan {
         &Policy { host_loopback: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() },
     )
     .unwrap_or_else(|e| panic!("spec not planned: {e}"))
-}
-
-/// Records into a channel, or refuses every record (an audit that cannot be written).
-struct TestRecorder {
-    tx: mpsc::UnboundedSender<BackendEvent>,
-    broken: bool,
-}
-
-#[async_trait::async_trait]
-impl Recorder for TestRecorder {
-    async fn record(&self, event: BackendEvent) -> bool {
-        !self.broken && self.tx.unbounded_send(event).is_ok()
-    }
 }
 
 /// The servers and the proxy of one test.
@@ -138,21 +126,14 @@ spec:
             ("evil.test".to_owned(), vec![IpAddr::V4(B)]),
         ])))
     });
-    let mut secrets = MemorySecrets::default();
-    secrets.insert("api-token", Secret::new(SECRET));
-    let (tx, events) = mpsc::unbounded();
-    let proxy = SessionProxy::new(SessionProxyConfig {
+    let setup = ProxySetup {
         plan,
-        secrets: Arc::new(secrets),
+        secret: SECRET.to_owned(),
         resolver,
-        recorder: Arc::new(TestRecorder { tx, broken: options.broken_audit }),
-        proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        host_addresses: enclave_egress::HostAddresses::Live,
-        trusted_clone_networks: Vec::new(),
-        upstream_tls: enclave_egress::upstream_tls(&[ca.der()]).expect("tls config"),
         phase: options.phase,
-    });
-    let proxy = proxy.serve(listener).expect("serve");
+        broken_audit: options.broken_audit,
+    };
+    let (proxy, events) = serve_proxy(listener, setup, &ca);
     World { ca, a, b, tls, api, proxy, events }
 }
 

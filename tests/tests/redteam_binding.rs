@@ -20,9 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::proxy::{ProxySetup, serve_proxy};
 use common::{Canary, RawReply, TestCa};
-use enclave_core::{BackendEvent, EgressPhase, MemorySecrets, Plan, Policy, Redactor, Secret};
-use enclave_egress::{ProxyTask, Recorder, SessionProxy, SessionProxyConfig, StaticResolver};
+use enclave_core::{BackendEvent, EgressPhase, Plan, Policy, Redactor, Secret};
+use enclave_egress::{ProxyTask, StaticResolver};
 use futures::channel::mpsc;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,17 +33,6 @@ const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const SECRET: &str = "redteam-binding-secret-4c7e19";
 /// A credential with upper-case letters, for the case-folding tests.
 const MIXED: &str = "RedTeam-Binding-SECRET-9QxZ3k";
-
-struct TestRecorder {
-    tx: mpsc::UnboundedSender<BackendEvent>,
-}
-
-#[async_trait::async_trait]
-impl Recorder for TestRecorder {
-    async fn record(&self, event: BackendEvent) -> bool {
-        self.tx.unbounded_send(event).is_ok()
-    }
-}
 
 struct World {
     api: Canary,
@@ -92,21 +82,14 @@ spec:
     let parsed = enclave_spec::parse("inline.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{:#?}", e.errors));
     let policy = Policy { host_loopback: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() };
     let plan: Plan = enclave_core::plan(&parsed.spec, &policy).expect("plan");
-    let mut secrets = MemorySecrets::default();
-    secrets.insert("api-token", Secret::new(setup.secret));
-    let (tx, events) = mpsc::unbounded();
-    let proxy = SessionProxy::new(SessionProxyConfig {
+    let proxy_setup = ProxySetup {
         plan: Arc::new(plan),
-        secrets: Arc::new(secrets),
+        secret: setup.secret.to_owned(),
         resolver: Arc::new(StaticResolver::new(HashMap::from([("api.binding.test".to_owned(), vec![IpAddr::V4(A)])]))),
-        recorder: Arc::new(TestRecorder { tx }),
-        proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        host_addresses: enclave_egress::HostAddresses::Live,
-        trusted_clone_networks: Vec::new(),
-        upstream_tls: enclave_egress::upstream_tls(&[ca.der()]).expect("tls config"),
         phase: EgressPhase::Run,
-    });
-    let proxy = proxy.serve(listener).expect("serve");
+        broken_audit: false,
+    };
+    let (proxy, events) = serve_proxy(listener, proxy_setup, &ca);
     World { api, proxy, events, secret: setup.secret }
 }
 

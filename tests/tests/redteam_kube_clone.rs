@@ -16,6 +16,8 @@ mod common;
 mod fake_kube;
 #[path = "support/kube_cluster.rs"]
 mod kube_cluster;
+#[path = "support/kubelet.rs"]
+mod kubelet;
 
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
@@ -24,31 +26,16 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use enclave_core::{AuditEvent, AuditRecord, SessionId, SessionResult};
-use fake_kube::{FakeKube, InitRun, PodScript};
-use futures::FutureExt as _;
-use http_body_util::{BodyExt as _, Full};
+use enclave_core::{AuditRecord, SessionId, SessionResult};
+use fake_kube::PodScript;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kube_cluster::*;
-use tokio::io::AsyncWriteExt as _;
+use kubelet::*;
 
 const TENANT_IMAGE: &str = "tenant/hostile:latest";
-
-/// Every form of the clone credential a leak could take.
-fn leaks(haystack: &[u8]) -> Vec<&'static str> {
-    let text = String::from_utf8_lossy(haystack);
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}"));
-    let secret_b64 = base64::engine::general_purpose::STANDARD.encode(GIT_PASSWORD);
-    let mut found = Vec::new();
-    for (name, needle) in [("plain", GIT_PASSWORD), ("basic header", basic.as_str()), ("base64", secret_b64.as_str())] {
-        if text.contains(needle) {
-            found.push(name);
-        }
-    }
-    found
-}
 
 fn expected_header() -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}")))
@@ -167,144 +154,7 @@ async fn handle(
             *done = true;
         }
     }
-    cgi(req, root).await
-}
-
-/// `git http-backend` as CGI (as `common::git_server` runs it).
-async fn cgi(req: Request<Incoming>, root: &Path) -> Response<Full<Bytes>> {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let protocol = req.headers().get("git-protocol").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mut child = tokio::process::Command::new("git")
-        .arg("http-backend")
-        .env("GIT_PROJECT_ROOT", root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("REQUEST_METHOD", method)
-        .env("PATH_INFO", path)
-        .env("QUERY_STRING", query)
-        .env("CONTENT_TYPE", content_type)
-        .env("CONTENT_LENGTH", body.len().to_string())
-        .env("GIT_PROTOCOL", protocol)
-        .env("REMOTE_USER", "tester")
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("git http-backend");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&body).await;
-    }
-    let output = child.wait_with_output().await.expect("http-backend output");
-    let split = output
-        .stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4))
-        .or_else(|| output.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
-    let Some((end, sep)) = split else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"bad cgi output\n")));
-        *response.status_mut() = StatusCode::BAD_GATEWAY;
-        return response;
-    };
-    let head = String::from_utf8_lossy(&output.stdout[..end]).to_string();
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(&output.stdout[end + sep..])));
-    for line in head.lines() {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(500);
-            *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        } else if let (Ok(name), Ok(value)) =
-            (hyper::header::HeaderName::from_bytes(name.as_bytes()), hyper::header::HeaderValue::from_str(value))
-        {
-            response.headers_mut().append(name, value);
-        }
-    }
-    response
-}
-
-// ---------------------------------------------------------------------------------
-// The fake kubelet (as in attacks_kube_clone.rs, fresh node only).
-// ---------------------------------------------------------------------------------
-
-struct Ran {
-    workspace: PathBuf,
-    stderr: String,
-    code: i32,
-}
-
-#[derive(Clone)]
-struct Kubelet {
-    root: Arc<tempfile::TempDir>,
-    ca_file: PathBuf,
-    ran: Arc<Mutex<Vec<Ran>>>,
-    submitted: Arc<Mutex<Vec<InitRun>>>,
-}
-
-impl Kubelet {
-    fn new(c: &Cluster) -> Self {
-        let root = Arc::new(tempfile::tempdir().unwrap());
-        let ca_file = root.path().join("ca.pem");
-        std::fs::write(&ca_file, c.ca.pem()).unwrap();
-        Self { root, ca_file, ran: Arc::default(), submitted: Arc::default() }
-    }
-
-    fn install(&self, fake: &FakeKube) {
-        let kubelet = self.clone();
-        fake.run_clones_with(move |init| {
-            let kubelet = kubelet.clone();
-            async move { kubelet.run(init).await }.boxed()
-        });
-    }
-
-    async fn run(&self, init: InitRun) -> i32 {
-        let spec = &init.pod["spec"];
-        let container = &spec["initContainers"][0];
-        assert_eq!(container["name"], "clone");
-        let n = self.submitted.lock().unwrap().len();
-        let pod_dir = self.root.path().join(format!("pod-{n}"));
-        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-        for mount in container["volumeMounts"].as_array().unwrap() {
-            let name = mount["name"].as_str().unwrap();
-            let host = pod_dir.join(name);
-            std::fs::create_dir_all(&host).unwrap();
-            let volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name).expect("volume");
-            if let Some(secret_name) = volume["secret"]["secretName"].as_str() {
-                let secret = init.secrets.iter().find(|s| s["metadata"]["name"] == secret_name).expect("secret");
-                for (key, value) in secret["data"].as_object().expect("secret data") {
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap()).unwrap();
-                    std::fs::write(host.join(key), bytes).unwrap();
-                }
-            }
-            mounts.push((mount["mountPath"].as_str().unwrap().to_owned(), host));
-        }
-        let workspace = mounts.iter().find(|(path, _)| path == "/workspace").expect("workspace mount").1.clone();
-        let map = |value: &str| {
-            mounts
-                .iter()
-                .fold(value.to_owned(), |v, (path, host)| v.replace(path.as_str(), &host.display().to_string()))
-        };
-        let argv: Vec<String> =
-            container["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
-        let mut command = tokio::process::Command::new(&argv[0]);
-        command.args(&argv[1..]).current_dir(&workspace).env_clear().kill_on_drop(true);
-        for var in container["env"].as_array().unwrap() {
-            command.env(var["name"].as_str().unwrap(), map(var["value"].as_str().unwrap_or_default()));
-        }
-        command.env("GIT_SSL_CAINFO", &self.ca_file);
-        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        self.submitted.lock().unwrap().push(init);
-        let child = command.spawn().expect("sh runs");
-        let out = tokio::time::timeout(HANG_GUARD, child.wait_with_output()).await.expect("clone ended").unwrap();
-        let code = out.status.code().unwrap_or(137);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        self.ran.lock().unwrap().push(Ran { workspace, stderr, code });
-        code
-    }
+    common::git_server::cgi(req, root).await
 }
 
 fn clone_plan(port: u16) -> enclave_core::Plan {
@@ -325,33 +175,6 @@ spec:
     deadline: 5m
 "#
     ))
-}
-
-fn clone_finished(records: &[AuditRecord]) -> Option<bool> {
-    records.iter().find_map(|r| match &r.event {
-        AuditEvent::CloneFinished { ok, .. } => Some(*ok),
-        _ => None,
-    })
-}
-
-fn workload_started(records: &[AuditRecord]) -> bool {
-    records.iter().any(|r| matches!(r.event, AuditEvent::WorkloadStarted { .. }))
-}
-
-fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                pending.push(entry.path());
-            } else if kind.is_file() {
-                out.push((entry.path(), std::fs::read(entry.path()).unwrap()));
-            }
-        }
-    }
-    out
 }
 
 async fn session(c: &Cluster, kubelet: &Kubelet, port: u16, id: &str) -> (SessionResult, Vec<AuditRecord>) {
@@ -379,16 +202,15 @@ async fn session(c: &Cluster, kubelet: &Kubelet, port: u16, id: &str) -> (Sessio
 async fn kube_a_repository_host_that_reflects_the_credential_is_refused() {
     let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
     let host = HostileGit::start(c.ca.server_config(&["git.test"]), Hostile::Reflect).await;
-    let kubelet = Kubelet::new(&c);
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
     let (result, records) = session(&c, &kubelet, host.port, "ses-kube-rt-reflect").await;
-    let ran: Vec<(PathBuf, String, i32)> =
-        kubelet.ran.lock().unwrap().iter().map(|r| (r.workspace.clone(), r.stderr.clone(), r.code)).collect();
+    let ran: Vec<(PathBuf, String, i32)> = kubelet.ran();
     assert_eq!(ran.len(), 1);
     let (workspace, stderr, code) = &ran[0];
     assert_eq!(*code, 3, "refused: {stderr}");
     assert!(stderr.contains("holds the clone credential"), "{stderr}");
     assert!(leaks(stderr.as_bytes()).is_empty(), "{stderr}");
-    assert_eq!(clone_finished(&records), Some(false));
+    assert_eq!(clone_finished(&records).map(|(ok, _)| ok), Some(false));
     assert!(!workload_started(&records), "the workload started");
     assert_eq!(result.status.to_string(), "failed (exit 3)");
     assert!(host.requests().iter().any(|(_, auth)| auth.as_deref() == Some(expected_header().as_str())));
@@ -420,15 +242,15 @@ async fn kube_a_repository_host_that_reflects_the_credential_is_refused() {
 async fn kube_a_redirecting_repository_host_is_not_followed() {
     let c = cluster(PodScript::Exit(0), Address::AtOnce).await;
     let host = HostileGit::start(c.ca.server_config(&["git.test"]), Hostile::Redirect).await;
-    let kubelet = Kubelet::new(&c);
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
     let (result, records) = session(&c, &kubelet, host.port, "ses-kube-rt-redirect").await;
-    let ran: Vec<(String, i32)> = kubelet.ran.lock().unwrap().iter().map(|r| (r.stderr.clone(), r.code)).collect();
+    let ran: Vec<(String, i32)> = kubelet.ran().into_iter().map(|(_, stderr, code)| (stderr, code)).collect();
     assert_eq!(ran.len(), 1);
     assert_ne!(ran[0].1, 0, "the clone failed: {}", ran[0].0);
     let requests = host.requests();
     assert!(!requests.is_empty(), "the clone reached the host");
     assert!(requests.iter().all(|(path, _)| !path.contains("/moved")), "a redirect was followed: {requests:?}");
-    assert_eq!(clone_finished(&records), Some(false));
+    assert_eq!(clone_finished(&records).map(|(ok, _)| ok), Some(false));
     assert!(!workload_started(&records));
     assert!(!matches!(result.status, enclave_core::SessionStatus::Succeeded), "{:?}", result.status);
     for kind in ["jobs", "pods", "secrets", "networkpolicies"] {
@@ -463,12 +285,12 @@ async fn kube_repository_filters_and_drivers_do_not_run_in_the_clone() {
         std::process::Command::new("chmod").arg("+x").arg(work.join("hooks/post-checkout")).status().unwrap();
     })
     .await;
-    let kubelet = Kubelet::new(&c);
+    let kubelet = Kubelet::new(&c, Node::Fresh, Arc::default());
     let (_result, records) = session(&c, &kubelet, c.git.addr.port(), "ses-kube-rt-filters").await;
-    let ran: Vec<(String, i32)> = kubelet.ran.lock().unwrap().iter().map(|r| (r.stderr.clone(), r.code)).collect();
+    let ran: Vec<(String, i32)> = kubelet.ran().into_iter().map(|(_, stderr, code)| (stderr, code)).collect();
     assert_eq!(ran.len(), 1);
     assert_eq!(ran[0].1, 0, "checked out: {}", ran[0].0);
-    assert_eq!(clone_finished(&records), Some(true));
+    assert_eq!(clone_finished(&records).map(|(ok, _)| ok), Some(true));
     assert!(!marker.exists(), "a command from the repository ran in the clone");
 }
 

@@ -20,12 +20,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::proxy::{ProxySetup, proxy_listener, serve_proxy};
 use common::{Canary, RawReply, TestCa};
-use enclave_core::{BackendEvent, BindingPlan, EgressPhase, MemorySecrets, Plan, Policy, Secret, check_binding_scope};
-use enclave_egress::{ProxyTask, Recorder, SessionProxy, SessionProxyConfig, StaticResolver};
+use enclave_core::{BackendEvent, BindingPlan, EgressPhase, Plan, Policy, check_binding_scope};
+use enclave_egress::{ProxyTask, StaticResolver};
 use futures::channel::mpsc;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const SECRET: &str = "redteam-scope-secret-8d2f61";
@@ -61,17 +62,6 @@ fn binding() -> BindingPlan {
     plan_for(443).bindings[0].clone()
 }
 
-struct TestRecorder {
-    tx: mpsc::UnboundedSender<BackendEvent>,
-}
-
-#[async_trait::async_trait]
-impl Recorder for TestRecorder {
-    async fn record(&self, event: BackendEvent) -> bool {
-        self.tx.unbounded_send(event).is_ok()
-    }
-}
-
 struct World {
     api: Canary,
     proxy: ProxyTask,
@@ -83,22 +73,14 @@ async fn world() -> World {
     let reply: RawReply =
         Arc::new(|_: &str| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec());
     let api = Canary::start_raw(A, Some(ca.server_config(&["api.binding.test"])), reply).await;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind proxy");
-    let mut secrets = MemorySecrets::default();
-    secrets.insert("api-token", Secret::new(SECRET));
-    let (tx, events) = mpsc::unbounded();
-    let proxy = SessionProxy::new(SessionProxyConfig {
+    let setup = ProxySetup {
         plan: Arc::new(plan_for(api.port())),
-        secrets: Arc::new(secrets),
+        secret: SECRET.to_owned(),
         resolver: Arc::new(StaticResolver::new(HashMap::from([("api.binding.test".to_owned(), vec![IpAddr::V4(A)])]))),
-        recorder: Arc::new(TestRecorder { tx }),
-        proxy_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        host_addresses: enclave_egress::HostAddresses::Live,
-        trusted_clone_networks: Vec::new(),
-        upstream_tls: enclave_egress::upstream_tls(&[ca.der()]).expect("tls config"),
         phase: EgressPhase::Run,
-    });
-    let proxy = proxy.serve(listener).expect("serve");
+        broken_audit: false,
+    };
+    let (proxy, events) = serve_proxy(proxy_listener().await, setup, &ca);
     World { api, proxy, _events: events }
 }
 

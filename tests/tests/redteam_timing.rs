@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::docker::{plan_with, runtime, session_id};
+use common::docker::{KeptBundle, Starts, plan_with, runtime, session_id};
 use enclave_core::{
     ArtifactArchive, AuditEvent, AuditRecord, Backend, BackendError, BackendEvents, Capabilities, KillReason,
     MemoryAuditSink, MemorySecrets, Observation, Orchestrator, Plan, Policy, RunHandle, SecretStore, SessionEvent,
@@ -141,43 +141,6 @@ impl Backend for Tripwire {
     }
     async fn reap_orphans(&self, live: &[SessionId]) -> Result<Vec<SessionId>, BackendError> {
         self.inner.reap_orphans(live).await
-    }
-}
-
-/// Docker's own record of workload containers starting in a scope.
-struct Starts {
-    child: std::process::Child,
-}
-
-impl Starts {
-    fn watch(scope: &str) -> Self {
-        let child = std::process::Command::new("docker")
-            .args(["events", "--filter", "type=container", "--filter", "event=start"])
-            .args(["--filter", &format!("label=dev.enclave.scope={scope}")])
-            .args(["--filter", "label=dev.enclave.role=workload"])
-            .args(["--format", "{{.Actor.Attributes.name}}"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("docker events");
-        std::thread::sleep(Duration::from_millis(500));
-        Self { child }
-    }
-
-    fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = self.child.kill();
-        let out = self.child.wait_with_output().expect("docker events output");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-#[derive(Default)]
-struct KeptBundle(Option<enclave_core::ArtifactBundle>);
-
-impl enclave_core::ArtifactSink for KeptBundle {
-    fn store(&mut self, bundle: &enclave_core::ArtifactBundle) -> Result<String, String> {
-        self.0 = Some(bundle.clone());
-        Ok("memory".into())
     }
 }
 
@@ -355,7 +318,7 @@ fn a_cancel_before_the_workload_exists_never_starts_it() {
         (At::LaunchReturned, &allowlist),
         (At::WaitBegins, &allowlist),
     ] {
-        let starts = Starts::watch(&scope);
+        let starts = Starts::watch(&scope, "workload");
         let run = run_at(&rt, docker.clone(), plan, at);
         let started = starts.stop();
         if !cancelled(&run.result.status)

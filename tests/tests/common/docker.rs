@@ -218,3 +218,32 @@ pub fn run_binding_session(
     assert_eq!(outcome.result.status, enclave_core::SessionStatus::Succeeded, "{:#?}", outcome.result);
     (outcome, kept)
 }
+
+/// Docker's own record of containers starting in a scope: `docker events` from now on.
+pub struct Starts {
+    child: std::process::Child,
+}
+
+impl Starts {
+    pub fn watch(scope: &str, role: &str) -> Self {
+        let child = std::process::Command::new("docker")
+            .args(["events", "--filter", "type=container", "--filter", "event=start"])
+            .args(["--filter", &format!("label=dev.enclave.scope={scope}")])
+            .args(["--filter", &format!("label=dev.enclave.role={role}")])
+            .args(["--format", "{{.Actor.Attributes.name}}"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker events");
+        // `docker events` reports from its subscription on: let it subscribe first.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Self { child }
+    }
+
+    /// Every start seen so far (the stream is read after a moment for late events).
+    pub fn stop(mut self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = self.child.kill();
+        let out = self.child.wait_with_output().expect("docker events output");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}

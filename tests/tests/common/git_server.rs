@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
@@ -98,7 +98,7 @@ fn make_repo(root: &Path, readme: &str, extra: impl FnOnce(&Path)) {
 
 async fn handle(
     req: Request<Incoming>,
-    project_root: &PathBuf,
+    project_root: &Path,
     expected: &str,
     log: &Mutex<Vec<(String, bool)>>,
 ) -> Response<Full<Bytes>> {
@@ -110,6 +110,12 @@ async fn handle(
         response.headers_mut().insert("www-authenticate", "Basic realm=\"git\"".parse().expect("header"));
         return response;
     }
+    cgi(req, project_root).await
+}
+
+/// Serves one smart-HTTP request from the repositories under `root` with `git
+/// http-backend` as CGI.
+pub async fn cgi(req: Request<Incoming>, root: &Path) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -118,7 +124,7 @@ async fn handle(
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut child = tokio::process::Command::new("git")
         .arg("http-backend")
-        .env("GIT_PROJECT_ROOT", project_root)
+        .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("REQUEST_METHOD", method)
         .env("PATH_INFO", path)

@@ -13,6 +13,7 @@
 pub mod clone;
 pub mod docker;
 pub mod git_server;
+pub mod proxy;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};

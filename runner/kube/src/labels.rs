@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use enclave_core::SessionId;
 
 /// Marks an object as Enclave's.
-pub const MANAGED: &str = "enclave.dev/managed";
+pub(crate) const MANAGED: &str = "enclave.dev/managed";
 /// The session an object belongs to.
-pub const SESSION: &str = "enclave.dev/session";
+pub(crate) const SESSION: &str = "enclave.dev/session";
 /// Which Enclave instance owns the object.
-pub const SCOPE: &str = "enclave.dev/scope";
+pub(crate) const SCOPE: &str = "enclave.dev/scope";
 /// What the object is for (`session`, `clone-credential`, `network-policy`).
-pub const ROLE: &str = "enclave.dev/role";
+pub(crate) const ROLE: &str = "enclave.dev/role";
 
 /// The labels of one object of a session. The standard `app.kubernetes.io/*` labels
 /// come first in meaning; the `enclave.dev/*` ones are what selectors use.

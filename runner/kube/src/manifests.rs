@@ -16,7 +16,7 @@ use crate::network_policy::{needs_proxy, session_network_policy};
 /// never runs unconfined, then the Secret the clone container mounts, then the Job) and
 /// deleted in reverse.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionManifests {
+pub(crate) struct SessionManifests {
     /// Selects exactly the session pod: no ingress, egress nowhere or only to the proxy.
     pub network_policy: NetworkPolicy,
     /// The clone credential, when the plan clones with one.
@@ -26,7 +26,7 @@ pub struct SessionManifests {
 }
 
 /// How the credential is filled in.
-pub enum CredentialSource<'a> {
+pub(crate) enum CredentialSource<'a> {
     /// Rendering only: the Secret carries no data.
     Omitted,
     /// Launching: resolve the value from this store.
@@ -37,7 +37,7 @@ impl SessionManifests {
     /// Builds the objects of `session` from `plan`. Refuses a plan this backend cannot
     /// run faithfully (an id too long for object names, a plan needing the egress proxy
     /// when none is configured, a credential the store does not hold).
-    pub fn build(
+    pub(crate) fn build(
         plan: &Plan,
         session: &SessionId,
         config: &KubeConfig,
@@ -68,7 +68,7 @@ impl SessionManifests {
     }
 
     /// The objects as multi-document YAML, in creation order.
-    pub fn to_yaml(&self) -> Result<String, KubeError> {
+    pub(crate) fn to_yaml(&self) -> Result<String, KubeError> {
         let mut documents = vec![to_yaml(&self.network_policy)?];
         if let Some(secret) = &self.clone_secret {
             documents.push(to_yaml(secret)?);
@@ -88,7 +88,7 @@ fn to_yaml<T: serde::Serialize>(object: &T) -> Result<String, KubeError> {
 
 /// A stable session id for rendering a plan: derived from its digest, so the same plan
 /// always renders the same manifests.
-pub fn render_session_id(plan: &Plan) -> SessionId {
+pub(crate) fn render_session_id(plan: &Plan) -> SessionId {
     let hex: String = plan.digest.0.trim_start_matches("sha256:").chars().take(12).collect();
     SessionId::new(format!("plan-{hex}")).unwrap_or_else(|_| {
         // A digest is always hex; this arm only guards a hand-made plan.

@@ -4,11 +4,11 @@ use enclave_core::SessionId;
 
 /// Longest session id the backend accepts: Job names, and the `job-name` label on
 /// their pods, must fit 63 characters.
-pub const MAX_SESSION_ID: usize = 50;
+pub(crate) const MAX_SESSION_ID: usize = 50;
 
 /// Names of a session's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
+pub(crate) struct Names {
     /// The Job (and, as a prefix, its pod).
     pub job: String,
     /// The per-session NetworkPolicy.
@@ -19,7 +19,7 @@ pub struct Names {
 
 impl Names {
     /// Names derived from the session id (lowercase letters, digits and `-`).
-    pub fn of(session: &SessionId) -> Self {
+    pub(crate) fn of(session: &SessionId) -> Self {
         Self {
             job: format!("enclave-{session}"),
             network_policy: format!("enclave-{session}"),

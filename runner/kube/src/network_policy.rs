@@ -22,7 +22,7 @@ pub(crate) const ROLE: &str = "network-policy";
 
 /// Whether a plan's pod needs to reach the egress proxy at all (allowlist mode, a
 /// repository to clone, or a binding).
-pub fn needs_proxy(plan: &Plan) -> bool {
+pub(crate) fn needs_proxy(plan: &Plan) -> bool {
     plan.egress.mode == EgressMode::Allowlist || plan.clone_phase().is_some() || !plan.bindings.is_empty()
 }
 

@@ -10,7 +10,7 @@ use crate::pod::{CLONE_CONTAINER, WORKLOAD_CONTAINER};
 
 /// How the clone init container stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloneState {
+pub(crate) enum CloneState {
     /// It has started (running or already ended).
     Started,
     /// It ended.
@@ -26,7 +26,7 @@ pub enum CloneState {
 
 /// Facts read from one pod object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PodFacts {
+pub(crate) struct PodFacts {
     /// Clone progress, when the pod has a clone container that has started.
     pub clone: Option<CloneState>,
     /// The workload container has started (running or ended).
@@ -39,7 +39,7 @@ pub struct PodFacts {
 const STUCK_REASONS: [&str; 4] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"];
 
 /// Reads the facts of a session pod.
-pub fn observe_pod(pod: &Pod) -> PodFacts {
+pub(crate) fn observe_pod(pod: &Pod) -> PodFacts {
     let mut facts = PodFacts::default();
     let Some(status) = &pod.status else { return facts };
     let find = |list: &Option<Vec<ContainerStatus>>, name: &str| {
@@ -127,7 +127,7 @@ fn is_storage_eviction(message: &str) -> bool {
 /// account: used for step reporting only; the exit code that decides the status comes
 /// from the kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepReport {
+pub(crate) struct StepReport {
     /// Index of the step in the plan.
     pub index: usize,
     /// Its exit code.
@@ -140,7 +140,7 @@ pub struct StepReport {
 
 /// The step reports of a terminated workload container, in order; malformed lines and
 /// repeated indices are dropped.
-pub fn step_reports(pod: &Pod) -> Vec<StepReport> {
+pub(crate) fn step_reports(pod: &Pod) -> Vec<StepReport> {
     let message = pod
         .status
         .as_ref()
@@ -164,7 +164,7 @@ pub fn step_reports(pod: &Pod) -> Vec<StepReport> {
 }
 
 /// Whether the Job failed because its `activeDeadlineSeconds` passed.
-pub fn job_deadline_exceeded(job: &Job) -> bool {
+pub(crate) fn job_deadline_exceeded(job: &Job) -> bool {
     job.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
         conditions
             .iter()

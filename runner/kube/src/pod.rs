@@ -14,11 +14,11 @@ use crate::config::KubeConfig;
 use crate::names::Names;
 
 /// Where the workspace is mounted.
-pub const WORKSPACE: &str = "/workspace";
+pub(crate) const WORKSPACE: &str = "/workspace";
 /// Name of the workload container.
-pub const WORKLOAD_CONTAINER: &str = "workload";
+pub(crate) const WORKLOAD_CONTAINER: &str = "workload";
 /// Name of the clone init container.
-pub const CLONE_CONTAINER: &str = "clone";
+pub(crate) const CLONE_CONTAINER: &str = "clone";
 /// Where the clone container sees the git credential (a file, never an env var).
 const CREDENTIAL_DIR: &str = "/var/run/enclave/git-credential";
 

@@ -13,7 +13,7 @@ use crate::labels;
 
 /// A live session pod as the proxy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionAddress {
+pub(crate) struct SessionAddress {
     /// The session.
     pub session: SessionId,
     /// The pod has a clone container that the API does not yet report finished, and its
@@ -28,7 +28,7 @@ pub struct SessionAddress {
 
 /// Live session pods by address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionPods {
+pub(crate) struct SessionPods {
     by_ip: HashMap<IpAddr, Vec<SessionAddress>>,
 }
 
@@ -36,7 +36,7 @@ impl SessionPods {
     /// Indexes the session pods of `namespace` that may hold an address now: labelled as
     /// Enclave session pods, pending or running, not being deleted, not on the host's
     /// network (whose address is the node's, shared by everything on it).
-    pub fn from_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>, namespace: &str) -> Self {
+    pub(crate) fn from_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>, namespace: &str) -> Self {
         let mut by_ip: HashMap<IpAddr, Vec<SessionAddress>> = HashMap::new();
         for pod in pods {
             let meta = &pod.metadata;
@@ -77,7 +77,7 @@ impl SessionPods {
     }
 
     /// Where `session` stands, if one of its pods is live and holds an address of its own.
-    pub fn session(&self, session: &SessionId) -> Option<&SessionAddress> {
+    pub(crate) fn session(&self, session: &SessionId) -> Option<&SessionAddress> {
         self.by_ip
             .values()
             .filter_map(|v| match v.as_slice() {
@@ -90,7 +90,7 @@ impl SessionPods {
     /// The session a connection from `ip` belongs to; `None` when no live session pod
     /// has that address, or when more than one claims it (a reused address mid-change is
     /// never guessed).
-    pub fn session_for(&self, ip: IpAddr) -> Option<&SessionAddress> {
+    pub(crate) fn session_for(&self, ip: IpAddr) -> Option<&SessionAddress> {
         match self.by_ip.get(&ip).map(Vec::as_slice) {
             Some([only]) => Some(only),
             _ => None,

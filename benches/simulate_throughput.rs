@@ -10,11 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use enclave_core::WallClock;
 use enclave_core::{
     MemoryAuditSink, NoSecrets, Orchestrator, Policy, SessionId, SessionRun, TimedEvent, plan, to_jsonl_line,
     verify_jsonl,
 };
-use enclave_sim::{SimBackend, WallClock};
+use enclave_sim::SimBackend;
 
 fn examples() -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sessions");

@@ -7,11 +7,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use enclave_core::WallClock;
 use enclave_core::{
     AuditRecord, MemoryAuditSink, NoSecrets, Orchestrator, Policy, SessionEvent, SessionId, SessionResult, SessionRun,
     SessionStatus, TimedEvent, to_jsonl_line, verify_jsonl,
 };
-use enclave_sim::{SimBackend, WallClock};
+use enclave_sim::SimBackend;
 
 fn examples() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/sessions");

@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use enclave_core::WallClock;
 use enclave_core::{
     Backend, CloneStage, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Plan, Policy, Secret, SecretStore,
     SessionEvent, SessionId, SessionResult, SessionRun, Stream, TimedEvent,
 };
 use enclave_egress::RelayRegistry;
 use enclave_kube::{KubeBackend, KubeConfig};
-use enclave_sim::{SimBackend, WallClock};
+use enclave_sim::SimBackend;
 use fake_kube::{FakeKube, PodScript};
 use futures::FutureExt as _;
 

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use enclave_core::WallClock;
 use enclave_core::{
     AuditEvent, AuditRecord, AuditSink, AuditWriteError, Backend, BackendError, BackendEvent, BackendEvents,
     Capabilities, Clock, ExitObservation, KillReason, MemoryAuditSink, MemorySecrets, Observation, Orchestrator,
     OrchestratorError, Plan, Policy, RunHandle, Secret, SecretStore, SessionEvent, SessionId, SessionResult,
     SessionRun, Stream, TeardownReport, TimedEvent, to_jsonl_line, verify_jsonl,
 };
-use enclave_sim::{VirtualClock, WallClock};
+use enclave_sim::VirtualClock;
 use futures::FutureExt as _;
 use tokio::sync::Notify;
 

@@ -274,7 +274,7 @@ fn run_with_cancel(
     cancel: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Outcome {
     use futures::FutureExt as _;
-    let orchestrator = enclave_core::Orchestrator::new(backend, Arc::new(enclave_sim::WallClock), secrets());
+    let orchestrator = enclave_core::Orchestrator::new(backend, Arc::new(enclave_core::WallClock), secrets());
     let mut audit = enclave_core::MemoryAuditSink::default();
     let mut events = Vec::new();
     let mut listener = |e: &enclave_core::TimedEvent| events.push(e.clone());

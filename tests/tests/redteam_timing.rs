@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::docker::{KeptBundle, Starts, plan_with, runtime, session_id};
+use enclave_core::WallClock;
 use enclave_core::{
     ArtifactArchive, AuditEvent, AuditRecord, Backend, BackendError, BackendEvents, Capabilities, KillReason,
     MemoryAuditSink, MemorySecrets, Observation, Orchestrator, Plan, Policy, RunHandle, SecretStore, SessionEvent,
     SessionId, SessionResult, SessionRun, SessionStatus, TeardownReport, TimedEvent, to_jsonl_line, verify_jsonl,
 };
 use enclave_docker::{DockerBackend, DockerConfig};
-use enclave_sim::WallClock;
 use futures::FutureExt as _;
 
 /// Where the wrapper fires the cancel.

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use enclave_core::WallClock;
 use enclave_core::{
     Capabilities, NoSecrets, Orchestrator, Policy, SessionEvent, SessionId, SessionRun, Support, TimedEvent,
 };
 use enclave_docker::{DockerBackend, DockerConfig};
-use enclave_sim::WallClock;
 use futures::FutureExt as _;
 
 use crate::exit;

@@ -5,11 +5,12 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use enclave_core::WallClock;
 use enclave_core::{
     AuditRecord, AuditSink, AuditWriteError, Decision, MemorySecrets, Orchestrator, Secret, SessionEvent, SessionId,
     SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
 };
-use enclave_sim::{SimBackend, WallClock};
+use enclave_sim::SimBackend;
 use futures::FutureExt as _;
 
 use crate::{BackendKind, DockerArgs, RunArgs, RunFormat, exit, plan_text};

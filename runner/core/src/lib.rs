@@ -37,7 +37,7 @@ pub use audit::{
     genesis, to_jsonl_line, verify_jsonl,
 };
 pub use backend::{Backend, BackendError, Capabilities, RunHandle, Support, TeardownReport};
-pub use clock::{Clock, rfc3339};
+pub use clock::{Clock, WallClock, rfc3339};
 pub use clone_step::{CLONE_HOME, CLONE_SCRIPT, CredentialDelivery};
 pub use egress::{
     BINDING_PORT, BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase, Resolution,

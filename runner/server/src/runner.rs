@@ -140,7 +140,8 @@ impl SessionRunner {
             // session runs without secrets, so a clone that needs one fails visibly.
             Err(e) => tracing::error!(%session, error = %e, "tenant secrets could not be opened"),
         }
-        let orchestrator = Orchestrator::new(self.backend.clone(), Arc::new(enclave_sim::WallClock), Arc::new(secrets));
+        let orchestrator =
+            Orchestrator::new(self.backend.clone(), Arc::new(enclave_core::WallClock), Arc::new(secrets));
         let clock = orchestrator.clock_for(&session);
         // The simulator models a user's cancel from the spec; a real backend has a user.
         let modelled = if self.backend.capabilities().executes_code {

@@ -1,29 +1,12 @@
-//! Clocks: [`WallClock`] for real backends (tokio timers, real time) and
-//! [`VirtualClock`] for the simulator, where time moves only when the model says so.
+//! The simulator's clock, [`VirtualClock`]: time moves only when the model says so (the
+//! real one, `WallClock`, is core's).
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use enclave_core::Clock;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
-
-fn wall_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Real time, with tokio timers.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WallClock;
-
-impl Clock for WallClock {
-    fn now_ms(&self) -> u64 {
-        wall_now_ms()
-    }
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-}
 
 /// Modelled time for one simulated session. It starts at the wall-clock time of its
 /// creation and only moves when the simulator calls [`VirtualClock::advance_to`]; timers
@@ -51,7 +34,7 @@ struct Timer {
 impl VirtualClock {
     /// A clock starting now (wall time).
     pub fn starting_now() -> Arc<Self> {
-        Self::starting_at(wall_now_ms())
+        Self::starting_at(enclave_core::WallClock.now_ms())
     }
 
     /// A clock starting at `epoch_ms`.

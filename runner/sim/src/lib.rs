@@ -15,7 +15,7 @@ mod clock;
 mod model;
 
 pub use backend::{SimBackend, capabilities};
-pub use clock::{VirtualClock, WallClock};
+pub use clock::VirtualClock;
 pub use model::{Action, DEFAULT_DURATION_MS, timeline};
 
 /// When the model says the user cancels, if it does: callers time it on the session's

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use enclave_core::WallClock;
 use enclave_core::{
     AuditRecord, MemoryAuditSink, Orchestrator, Policy, SecretStore, SessionEvent, SessionId, SessionResult,
     SessionRun, TimedEvent, to_jsonl_line, verify_jsonl,
 };
 use enclave_docker::{DockerBackend, DockerConfig};
-use enclave_sim::WallClock;
 use futures::FutureExt as _;
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -13,13 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use enclave_core::WallClock;
 use enclave_core::{
     AuditRecord, MemoryAuditSink, MemorySecrets, Orchestrator, Plan, Policy, Secret, SessionId, SessionResult,
     SessionRun,
 };
 use enclave_egress::{RelayClient, RelayRegistry, StaticResolver, serve_relay};
 use enclave_kube::{ClusterProxy, EgressProxy, KubeBackend, KubeConfig, ProxySettings};
-use enclave_sim::WallClock;
 use futures::FutureExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;

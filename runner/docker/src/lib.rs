@@ -20,6 +20,7 @@ mod container_spec;
 mod error;
 mod labels;
 mod network;
+mod program;
 mod reach;
 mod reaper;
 mod usage;

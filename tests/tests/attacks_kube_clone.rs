@@ -34,9 +34,6 @@ use kube_cluster::*;
 use kubelet::*;
 use serde_json::Value;
 
-/// The workload image the spec names: the tenant's, so hostile.
-const TENANT_IMAGE: &str = "tenant/hostile:latest";
-
 /// A repository host on 127.0.0.1 that accepts connections and never answers: the clone
 /// hangs in its TLS handshake.
 struct Stall {
@@ -69,28 +66,6 @@ impl Stall {
         .await
         .expect("the clone reached the stalling host");
     }
-}
-
-/// A session that clones `app.git` from `git.test:port` with the credential and runs the
-/// tenant's image.
-fn clone_plan(port: u16, deadline: &str) -> enclave_core::Plan {
-    plan_of(&format!(
-        r#"
-apiVersion: enclave.dev/v1
-kind: Session
-metadata:
-  name: kube-clone-attack
-spec:
-  repo:
-    url: https://git.test:{port}/app.git
-    ref: main
-    credential: repo-token
-  image: {TENANT_IMAGE}
-  command: [cat, README.md]
-  quotas:
-    deadline: {deadline}
-"#
-    ))
 }
 
 /// A session stopped while its clone hangs: killed for `reason`, torn down and audited,

@@ -35,8 +35,6 @@ use hyper_util::rt::TokioIo;
 use kube_cluster::*;
 use kubelet::*;
 
-const TENANT_IMAGE: &str = "tenant/hostile:latest";
-
 fn expected_header() -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}")))
 }
@@ -65,27 +63,11 @@ struct HostileGit {
     _root: Arc<tempfile::TempDir>,
 }
 
-fn git_in(dir: &Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .status()
-        .expect("run git");
-    assert!(status.success(), "git {args:?} failed");
-}
-
 /// The repository the host serves: one commit on `main` with `README.md` and `SEEN`.
 fn build_repo(root: &Path, seen: &str) {
-    let work = root.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git_in(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(work.join("README.md"), "kube clone\n").unwrap();
-    std::fs::write(work.join("SEEN"), format!("{seen}\n")).unwrap();
-    git_in(&work, &["add", "-A"]);
-    git_in(&work, &["-c", "user.name=t", "-c", "user.email=t@e.test", "commit", "-q", "-m", "first"]);
-    git_in(root, &["clone", "-q", "--bare", "work", "app.git"]);
+    common::git_server::make_repo(root, "kube clone\n", |work| {
+        std::fs::write(work.join("SEEN"), format!("{seen}\n")).unwrap();
+    });
 }
 
 impl HostileGit {
@@ -157,29 +139,9 @@ async fn handle(
     common::git_server::cgi(req, root).await
 }
 
-fn clone_plan(port: u16) -> enclave_core::Plan {
-    plan_of(&format!(
-        r#"
-apiVersion: enclave.dev/v1
-kind: Session
-metadata:
-  name: kube-clone-redteam
-spec:
-  repo:
-    url: https://git.test:{port}/app.git
-    ref: main
-    credential: repo-token
-  image: {TENANT_IMAGE}
-  command: [cat, README.md]
-  quotas:
-    deadline: 5m
-"#
-    ))
-}
-
 async fn session(c: &Cluster, kubelet: &Kubelet, port: u16, id: &str) -> (SessionResult, Vec<AuditRecord>) {
     kubelet.install(&c.fake);
-    start(c.backend(), clone_plan(port), SessionId::new(id).unwrap()).await.unwrap()
+    start(c.backend(), clone_plan(port, "5m"), SessionId::new(id).unwrap()).await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------

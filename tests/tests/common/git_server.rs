@@ -85,7 +85,9 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?} failed");
 }
 
-fn make_repo(root: &Path, readme: &str, extra: impl FnOnce(&Path)) {
+/// Writes `app.git` under `root`: a bare repository of one commit on `main` holding
+/// `README.md` (`readme`) and whatever `extra` adds.
+pub fn make_repo(root: &Path, readme: &str, extra: impl FnOnce(&Path)) {
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     git(&work, &["init", "-q", "-b", "main"]);

@@ -221,3 +221,28 @@ pub(crate) fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+/// The workload image the clone suites' specs name: the tenant's, so hostile.
+pub(crate) const TENANT_IMAGE: &str = "tenant/hostile:latest";
+
+/// A session that clones `app.git` from `git.test:port` with the credential and runs the
+/// tenant's image.
+pub(crate) fn clone_plan(port: u16, deadline: &str) -> enclave_core::Plan {
+    crate::kube_cluster::plan_of(&format!(
+        r#"
+apiVersion: enclave.dev/v1
+kind: Session
+metadata:
+  name: kube-clone-attack
+spec:
+  repo:
+    url: https://git.test:{port}/app.git
+    ref: main
+    credential: repo-token
+  image: {TENANT_IMAGE}
+  command: [cat, README.md]
+  quotas:
+    deadline: {deadline}
+"#
+    ))
+}

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use enclave_core::Resolution::{NotModelled, Resolved};
 use enclave_core::{
     AddressClass, BINDING_PORT, BindingPlan, BindingScopeError, Decision, DecisionContext, DenyReason, EgressPhase,
-    Plan, Policy, Resolution, check_binding_scope, decide,
+    Plan, Policy, Resolution, RuleRef, check_binding_scope, decide,
 };
 use enclave_spec::HostError as H;
 
@@ -147,7 +147,7 @@ fn ip(text: &str) -> IpAddr {
 }
 
 fn allow(rule: &str) -> Decision {
-    Decision::Allow { rule: rule.to_owned() }
+    Decision::Allow { rule: rule.parse().expect("a rule id") }
 }
 
 fn deny(reason: DenyReason) -> Decision {
@@ -731,7 +731,7 @@ fn operator_trusted_networks_open_the_clone_phase_only_and_never_metadata() {
         trusted_clone_networks: &trusted,
     };
     let host = "git.internal.test";
-    assert_eq!(decide(&ctx(CLONE), host, 443, Resolved(&internal)), Decision::Allow { rule: "clone:repo".into() });
+    assert_eq!(decide(&ctx(CLONE), host, 443, Resolved(&internal)), Decision::Allow { rule: RuleRef::CloneRepo });
     // The same name and address for the workload: its own rules apply, and they do not
     // name the private range.
     assert!(matches!(

@@ -365,7 +365,7 @@ spec:
     let clone = planned.clone_phase().unwrap_or_else(|| panic!("no clone phase"));
     assert_eq!(clone.credential.as_deref(), Some("gh-token"));
     assert_eq!(clone.url, "https://github.com/org/private.git");
-    assert_eq!((clone.host.as_str(), clone.port), ("github.com", 443));
+    assert_eq!((clone.host.to_string().as_str(), clone.port), ("github.com", 443));
     assert!(matches!(planned.phases.as_slice(), [Phase::Clone(_), Phase::Run(_)]), "{:?}", planned.phases);
     let run = planned.run_phase().unwrap_or_else(|| panic!("no run phase"));
     assert!(run.env.is_empty(), "the workload gets no credential: {:?}", run.env);
@@ -429,7 +429,9 @@ spec:
             .find(|d| d.cidr.to_string() == cidr)
             .unwrap_or_else(|| panic!("{cidr} is not an implicit deny"))
             .opened_by
-            .clone()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     };
     // The metadata address is never opened, not by 0.0.0.0/0 nor by any rule.
     for metadata in ["169.254.169.254/32", "fd00:ec2::254/128"] {
@@ -446,7 +448,7 @@ spec:
         assert_eq!(opened_by(untouched), Vec::<String>::new(), "{untouched}: 0.0.0.0/0 names no special range");
     }
     assert_eq!(
-        planned.egress.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        planned.egress.rules.iter().map(|r| r.id.to_string()).collect::<Vec<_>>(),
         ["allow[0]", "allow[1]", "allow[2]", "allow[3]", "allow[4]", "allow[5]"]
     );
 }

@@ -191,7 +191,10 @@ fn egress(w: &mut String, plan: &Plan) {
         } else if deny.opened_by.is_empty() {
             "denied".to_owned()
         } else {
-            format!("partly opened by {}", deny.opened_by.join(", "))
+            format!(
+                "partly opened by {}",
+                deny.opened_by.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            )
         };
         let _ = writeln!(w, "    {:<20} {:<18} {note}", deny.cidr.to_string(), deny.class.to_string());
     }

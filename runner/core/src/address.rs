@@ -260,6 +260,19 @@ pub fn classify(ip: IpAddr) -> (AddressClass, Option<IpNet>) {
         .unwrap_or((AddressClass::Public, None))
 }
 
+/// The parts of a CIDR rule's range that lie inside the special `range`, and so name
+/// it: the rule itself, and each IPv4 range it covers through an IPv6 form embedding
+/// IPv4. The planner records a rule with any such part as opening `range`; a decision
+/// lets an address of `range` through only inside one of these parts.
+pub(crate) fn parts_naming(net: IpNet, range: IpNet) -> Vec<IpNet> {
+    let mut forms = vec![net];
+    if let IpNet::V6(v6) = net {
+        forms.extend(embedded_ipv4_ranges(v6).into_iter().map(IpNet::V4));
+    }
+    forms.retain(|form| form.prefix_len() >= range.prefix_len() && range.contains(&form.network()));
+    forms
+}
+
 /// The IPv4 ranges an IPv6 range written in an embedding form covers (empty for a
 /// range outside every such form, or wider than the form's own prefix: that one is
 /// judged as IPv6). Used to refuse, at plan time, a rule that reaches a never-reachable
@@ -304,6 +317,21 @@ mod tests {
 
     fn class(s: &str) -> AddressClass {
         classify(s.parse().expect("address")).0
+    }
+
+    #[test]
+    fn a_rule_names_a_range_plainly_or_through_an_embedding_form() {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let private = net("10.0.0.0/8");
+        assert_eq!(parts_naming(net("10.1.0.0/16"), private), [net("10.1.0.0/16")]);
+        assert_eq!(parts_naming(net("10.0.0.0/8"), private), [net("10.0.0.0/8")]);
+        // The IPv4-mapped spelling of 10.1.0.0/16 names it too, by its IPv4 part.
+        assert_eq!(parts_naming(net("::ffff:10.1.0.0/112"), private), [net("10.1.0.0/16")]);
+        // Wider than the range, or beside it: names nothing.
+        assert!(parts_naming(net("0.0.0.0/0"), private).is_empty());
+        assert!(parts_naming(net("8.0.0.0/6"), private).is_empty());
+        assert!(parts_naming(net("192.168.0.0/16"), private).is_empty());
+        assert!(parts_naming(net("::ffff:0.0.0.0/96"), private).is_empty());
     }
 
     #[test]

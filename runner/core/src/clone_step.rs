@@ -135,7 +135,7 @@ pub(crate) fn clone_phase(repo: &enclave_spec::RepoSpec, quotas: &Quotas) -> Clo
     ClonePhase {
         url: repo.url.to_string(),
         scheme: repo.url.scheme,
-        host: repo.url.host.to_string(),
+        host: repo.url.host.clone(),
         port: repo.url.port,
         git_ref: repo.git_ref.as_ref().map(|r| r.value.clone()),
         credential: repo.credential.as_ref().map(|c| c.to_string()),

@@ -13,8 +13,9 @@ use std::net::IpAddr;
 use enclave_spec::{EgressMode, Host, HttpMethod, canonical_host};
 use serde::{Deserialize, Serialize};
 
-use crate::address::{AddressClass, address_components, classify_alone, effective_address, embedded_ipv4_ranges};
+use crate::address::{AddressClass, address_components, classify_alone, effective_address, parts_naming};
 use crate::plan::{BindingPlan, Plan, RuleTarget};
+use crate::rule_ref::RuleRef;
 
 /// The port a workload uses to call a binding: it sends plain HTTP to
 /// `http://<binding host>/...` and the proxy, which terminates it, injects the credential
@@ -48,7 +49,7 @@ pub enum Decision {
     /// Allowed by a rule (`allow[N]`, `binding:NAME` or `clone:repo`).
     Allow {
         /// The admitting rule.
-        rule: String,
+        rule: RuleRef,
     },
     /// Denied.
     Deny {
@@ -241,7 +242,7 @@ pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Reso
     // it resolves to needs only acknowledging, by a CIDR rule naming the address (any of
     // its ports). Asking for the upstream port in the rule would open the upstream to the
     // workload directly, around the binding's scope.
-    let vetted_port = if rule.starts_with("binding:") { None } else { Some(port) };
+    let vetted_port = if rule.binding().is_some() { None } else { Some(port) };
     for address in addresses {
         if let Err(reason) = vet_address(ctx, *address, vetted_port) {
             return deny(reason);
@@ -251,13 +252,14 @@ pub fn decide(ctx: &DecisionContext<'_>, host: &str, port: u16, resolution: Reso
 }
 
 /// Finds the rule admitting a canonical host in the context's phase.
-fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String, DenyReason> {
+fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<RuleRef, DenyReason> {
     match ctx.phase {
         EgressPhase::Clone => {
             let clone = ctx.plan.clone_phase().ok_or(DenyReason::CloneOnlyRepoHost)?;
-            match canonical_host(&clone.host) {
-                Ok(repo) if &repo == host && clone.port == port => Ok("clone:repo".to_owned()),
-                _ => Err(DenyReason::CloneOnlyRepoHost),
+            if &clone.host == host && clone.port == port {
+                Ok(RuleRef::CloneRepo)
+            } else {
+                Err(DenyReason::CloneOnlyRepoHost)
             }
         }
         EgressPhase::Run => {
@@ -269,7 +271,7 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<String
                 for binding in &ctx.plan.bindings {
                     if &binding.host == name {
                         if port == BINDING_PORT {
-                            return Ok(format!("binding:{}", binding.name));
+                            return Ok(RuleRef::Binding(binding.name.clone()));
                         }
                         port_mismatch = true;
                     }
@@ -339,30 +341,26 @@ fn vet_component(
             Ok(())
         }
         (class, Some(range)) => {
-            let named = ctx.plan.egress.rules.iter().any(|rule| match &rule.target {
-                RuleTarget::Cidr(net) => {
-                    rule_names(*net, range, component) && port.is_none_or(|port| rule.ports.contains(&port))
-                }
-                RuleTarget::Host(_) => false,
-            });
-            if named { Ok(()) } else { Err(DenyReason::SpecialAddress { address, class }) }
+            // The plan recorded which rules name (and so open part of) this range.
+            let opened = ctx
+                .plan
+                .egress
+                .implicit_denies
+                .iter()
+                .filter(|deny| deny.cidr == range)
+                .flat_map(|deny| &deny.opened_by)
+                .filter_map(|id| ctx.plan.egress.rules.iter().find(|rule| &rule.id == id))
+                .any(|rule| match &rule.target {
+                    RuleTarget::Cidr(net) => {
+                        parts_naming(*net, range).iter().any(|part| part.contains(&component))
+                            && port.is_none_or(|port| rule.ports.contains(&port))
+                    }
+                    RuleTarget::Host(_) => false,
+                });
+            if opened { Ok(()) } else { Err(DenyReason::SpecialAddress { address, class }) }
         }
         (class, None) => Err(DenyReason::SpecialAddress { address, class }),
     }
-}
-
-/// Whether a CIDR rule names `range` (lies inside it) and covers `component`, written
-/// plainly or in an IPv6 form embedding the IPv4 range.
-fn rule_names(net: ipnet::IpNet, range: ipnet::IpNet, component: IpAddr) -> bool {
-    let plain = net.prefix_len() >= range.prefix_len() && range.contains(&net.network()) && net.contains(&component);
-    let embedded = match net {
-        ipnet::IpNet::V6(v6) => embedded_ipv4_ranges(v6).into_iter().any(|r| {
-            let r = ipnet::IpNet::V4(r);
-            r.prefix_len() >= range.prefix_len() && range.contains(&r.network()) && r.contains(&component)
-        }),
-        ipnet::IpNet::V4(_) => false,
-    };
-    plain || embedded
 }
 
 /// Why a request through a binding was refused.

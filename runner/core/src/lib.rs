@@ -22,6 +22,7 @@ mod orchestrator;
 mod plan;
 mod planner;
 mod quota;
+mod rule_ref;
 mod result;
 mod secret;
 mod secret_forms;
@@ -52,6 +53,7 @@ pub use plan::{
 };
 pub use planner::{WORKLOAD_UID, plan};
 pub use quota::{PlanError, Policy, Quotas};
+pub use rule_ref::{InvalidRuleRef, RuleRef};
 pub use result::{DeniedEgress, SessionResult, StepResult};
 pub use secret::{MemorySecrets, NoSecrets, Redactor, Secret, SecretStore};
 pub use session_id::{InvalidSessionId, SessionId};

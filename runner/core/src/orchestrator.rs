@@ -362,7 +362,7 @@ impl<'a> Driver<'a> {
             BackendEvent::CloneStarted => {
                 self.clone_started_ms = Some(self.now());
                 if let Some(c) = clone {
-                    self.record(AuditEvent::CloneStarted { host: c.host.clone(), port: c.port });
+                    self.record(AuditEvent::CloneStarted { host: c.host.to_string(), port: c.port });
                 }
                 self.publish(SessionEvent::Status { status: SessionStatus::Cloning });
                 self.publish(SessionEvent::Clone {
@@ -379,7 +379,7 @@ impl<'a> Driver<'a> {
             }
             BackendEvent::CloneReachRevoked => {
                 if let Some(c) = clone {
-                    self.record(AuditEvent::CloneReachRevoked { host: c.host.clone(), port: c.port });
+                    self.record(AuditEvent::CloneReachRevoked { host: c.host.to_string(), port: c.port });
                     self.publish(SessionEvent::Clone {
                         stage: CloneStage::ReachRevoked,
                         detail: format!("{}:{}", c.host, c.port),

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use enclave_spec::{EgressMode, HostPattern, HttpMethod, PathPattern, RepoScheme, SimulateSpec};
+use enclave_spec::{EgressMode, Host, HostPattern, HttpMethod, PathPattern, RepoScheme, SimulateSpec};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::address::AddressClass;
 use crate::quota::Quotas;
+use crate::rule_ref::RuleRef;
 
 /// Version tag of the plan format, part of every digest.
 pub const PLAN_FORMAT: &str = "enclave.dev/plan/v1";
@@ -108,7 +109,7 @@ pub struct ClonePhase {
     /// Transport.
     pub scheme: RepoScheme,
     /// Canonical repository host: the only destination the clone may reach.
-    pub host: String,
+    pub host: Host,
     /// Repository port.
     pub port: u16,
     /// Ref to check out; `None` for the remote's default branch.
@@ -268,7 +269,7 @@ pub struct EgressPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct EgressRule {
     /// Stable id used in decisions and the audit: `allow[N]`.
-    pub id: String,
+    pub id: RuleRef,
     /// What the rule matches.
     pub target: RuleTarget,
     /// Allowed ports.
@@ -303,7 +304,7 @@ pub struct ImplicitDeny {
     /// Its class.
     pub class: AddressClass,
     /// Rules that name part of it (and so re-open that part). Never set for metadata.
-    pub opened_by: Vec<String>,
+    pub opened_by: Vec<RuleRef>,
 }
 
 /// A planned service binding (no secret value, only its name).

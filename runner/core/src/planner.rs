@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Position, SessionSpec};
 
-use crate::address::{AddressClass, classify_alone, embedded_ipv4_ranges, special_ranges};
+use crate::address::{AddressClass, classify_alone, embedded_ipv4_ranges, parts_naming, special_ranges};
 use crate::plan::{
     BindingPlan, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT, Phase, Plan,
     PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
 };
 use crate::quota::{PlanError, Policy, Quotas};
+use crate::rule_ref::RuleRef;
 
 /// The uid and gid every workload runs as (nobody).
 pub const WORKLOAD_UID: u32 = 65534;
@@ -133,7 +134,7 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
             let mut ports: Vec<u16> = rule.ports.iter().map(|p| p.0).collect();
             ports.sort_unstable();
             ports.dedup();
-            Some(EgressRule { id: format!("allow[{index}]"), target, ports })
+            Some(EgressRule { id: RuleRef::Allow(index), target, ports })
         })
         .collect();
     let implicit_denies = special_ranges()
@@ -147,7 +148,7 @@ fn egress_policy(spec: &SessionSpec) -> EgressPolicy {
                 rules
                     .iter()
                     .filter(|r| match &r.target {
-                        RuleTarget::Cidr(net) => net.prefix_len() >= range.prefix_len() && range.contains(net),
+                        RuleTarget::Cidr(net) => !parts_naming(*net, range).is_empty(),
                         RuleTarget::Host(_) => false,
                     })
                     .map(|r| r.id.clone())

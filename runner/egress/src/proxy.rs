@@ -282,7 +282,7 @@ impl SessionProxy {
         };
         let (decision, addrs) = self.check(phase, &host, port).await;
         if let Decision::Allow { rule } = &decision
-            && rule.starts_with("binding:")
+            && rule.binding().is_some()
         {
             let detail = "bindings are called with plain http (http://HOST/...), not through a tunnel";
             return self.bad_request(phase, &host, port, detail).await;
@@ -388,7 +388,7 @@ impl SessionProxy {
         let (decision, addrs) = self.check(phase, &host, port).await;
         let binding = match &decision {
             Decision::Allow { rule } => rule
-                .strip_prefix("binding:")
+                .binding()
                 .and_then(|name| self.cfg.plan.bindings.iter().find(|b| b.name == name))
                 .cloned(),
             Decision::Deny { .. } => None,

@@ -541,7 +541,7 @@ mod tests {
             phase: EgressPhase::Clone,
             host: "git.test".into(),
             port: 443,
-            decision: Decision::Allow { rule: "clone:repo".into() },
+            decision: Decision::Allow { rule: enclave_core::RuleRef::CloneRepo },
         }
     }
 
@@ -601,7 +601,7 @@ mod tests {
             phase: EgressPhase::Run,
             host: "a.test".into(),
             port: 443,
-            decision: Decision::Allow { rule: "host:a.test".into() },
+            decision: Decision::Allow { rule: enclave_core::RuleRef::Allow(0) },
         };
         let pending = {
             let (registry, session) = (registry.clone(), session.clone());
@@ -651,7 +651,7 @@ mod tests {
                 phase: EgressPhase::Run,
                 host: "a.test".into(),
                 port: 443,
-                decision: Decision::Allow { rule: "host:a.test".into() },
+                decision: Decision::Allow { rule: enclave_core::RuleRef::Allow(0) },
             },
             BackendEvent::BindingUsed {
                 binding: "api".into(),

@@ -34,11 +34,11 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
     if let Some(clone) = plan.clone_phase() {
         out.push(emit(0, BackendEvent::CloneStarted));
         let ctx = DecisionContext::new(plan, EgressPhase::Clone);
-        let decision = decide(&ctx, &clone.host, clone.port, Resolution::NotModelled);
+        let decision = decide(&ctx, &clone.host.to_string(), clone.port, Resolution::NotModelled);
         let ok = decision.is_allow();
         out.push(emit(
             0,
-            BackendEvent::Egress { phase: EgressPhase::Clone, host: clone.host.clone(), port: clone.port, decision },
+            BackendEvent::Egress { phase: EgressPhase::Clone, host: clone.host.to_string(), port: clone.port, decision },
         ));
         out.push(emit(
             0,
@@ -109,7 +109,7 @@ fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(
         };
         let decision = decide(&ctx, &attempt.host, attempt.port.0, resolution);
         let binding_rule = match &decision {
-            enclave_core::Decision::Allow { rule } => rule.strip_prefix("binding:").map(str::to_owned),
+            enclave_core::Decision::Allow { rule } => rule.binding().map(str::to_owned),
             enclave_core::Decision::Deny { .. } => None,
         };
         out.push((

@@ -31,6 +31,22 @@ impl fmt::Display for Host {
     }
 }
 
+/// A host serialises as its canonical text (`Display`): IPv6 in brackets.
+impl Serialize for Host {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A host reads back through [`canonical_host`], so a value read from the wire is as
+/// canonical as one the planner made.
+impl<'de> Deserialize<'de> for Host {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        canonical_host(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why a host spelling was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {

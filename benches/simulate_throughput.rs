@@ -69,8 +69,7 @@ fn main() {
         let mut audit = MemoryAuditSink::default();
         let mut count = 0usize;
         let mut listener = |_: &TimedEvent| count += 1;
-        let clock = orchestrator.clock_for(&session);
-        let cancel = enclave_sim::modelled_cancel_or_never(&planned, clock.as_ref());
+        let cancel = Box::pin(futures::future::pending());
         let result = runtime
             .block_on(orchestrator.run(SessionRun {
                 session,

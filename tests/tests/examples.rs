@@ -59,8 +59,8 @@ fn run_on_sim(file: &str, bytes: &[u8], index: usize) -> Run {
     let mut audit = MemoryAuditSink::default();
     let mut events = Vec::new();
     let mut listener = |e: &TimedEvent| events.push(e.clone());
-    let clock = orchestrator.clock_for(&session);
-    let cancel = enclave_sim::modelled_cancel_or_never(&plan, clock.as_ref());
+    // The simulator reports the spec's modelled cancel itself; no user cancels here.
+    let cancel = Box::pin(futures::future::pending());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let result = runtime
         .block_on(orchestrator.run(SessionRun {

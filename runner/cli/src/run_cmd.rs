@@ -174,18 +174,15 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
         );
     }
     let outcome = runtime.block_on(async {
-        let clock = orchestrator.clock_for(&session);
-        let modelled = enclave_sim::modelled_cancel(&plan).map(|after| clock.sleep(after));
         // SIGINT and SIGTERM are caught from here on, before the backend creates anything:
         // a signal during the launch or the clone is a cancel (torn down, audited), never
         // the default death, and a background run (SIGINT ignored by its shell) still
         // hears it. If a signal cannot be watched, never cancel rather than cancel at once.
         let signals = interrupts();
         let cancel = async move {
-            match (modelled, signals) {
-                (Some(sleep), _) => sleep.await,
-                (None, Some(mut signals)) => signals.wait().await,
-                (None, None) => futures::future::pending::<()>().await,
+            match signals {
+                Some(mut signals) => signals.wait().await,
+                None => futures::future::pending::<()>().await,
             }
         }
         .boxed();

@@ -109,6 +109,10 @@ pub enum BackendEvent {
     /// The platform's own deadline fired first (a Kubernetes Job's
     /// `activeDeadlineSeconds`); the orchestrator kills on it as on its own deadline.
     DeadlineReached,
+    /// The backend itself saw the user cancel: only the simulator, whose behaviour
+    /// model can say so (`simulate.cancelAfter`). The orchestrator kills on it as on a
+    /// cancel from its caller.
+    CancelRequested,
 }
 
 /// Sender half given to a backend at launch.

@@ -13,6 +13,7 @@ mod archive_stream;
 mod artifact;
 mod audit;
 mod backend;
+mod behaviour;
 mod clock;
 mod clone_step;
 mod egress;
@@ -22,8 +23,8 @@ mod orchestrator;
 mod plan;
 mod planner;
 mod quota;
-mod rule_ref;
 mod result;
+mod rule_ref;
 mod secret;
 mod secret_forms;
 mod session_id;
@@ -38,6 +39,7 @@ pub use audit::{
     genesis, to_jsonl_line, verify_jsonl,
 };
 pub use backend::{Backend, BackendError, Capabilities, RunHandle, Support, TeardownReport};
+pub use behaviour::{Behaviour, ModelledConnection, ModelledLogs};
 pub use clock::{Clock, WallClock, rfc3339};
 pub use clone_step::{CLONE_HOME, CLONE_SCRIPT, CredentialDelivery};
 pub use egress::{
@@ -53,7 +55,7 @@ pub use plan::{
 };
 pub use planner::{WORKLOAD_UID, plan};
 pub use quota::{PlanError, Policy, Quotas};
-pub use rule_ref::{InvalidRuleRef, RuleRef};
 pub use result::{DeniedEgress, SessionResult, StepResult};
+pub use rule_ref::{InvalidRuleRef, RuleRef};
 pub use secret::{MemorySecrets, NoSecrets, Redactor, Secret, SecretStore};
 pub use session_id::{InvalidSessionId, SessionId};

@@ -26,6 +26,9 @@ use crate::session_id::SessionId;
 /// How long a backend has to stop a run after the orchestrator kills it.
 const KILL_GRACE: Duration = Duration::from_secs(30);
 
+/// The detail of a kill for a user's cancel, from the caller or seen by the backend.
+const CANCELLED: &str = "cancelled by the user";
+
 /// Longest line kept in the line buffer before it is flushed as is.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -242,7 +245,7 @@ impl<'a> Driver<'a> {
                 // backend yields, and must be seen before the backend moves on.
                 () = deadline => self.order_kill(KillReason::DeadlineExceeded, format!(
                     "deadline of {} reached", enclave_spec::DurationMs(self.plan.quotas.deadline_ms))),
-                () = cancel => self.order_kill(KillReason::Cancelled, "cancelled by the user".to_owned()),
+                () = cancel => self.order_kill(KillReason::Cancelled, CANCELLED.to_owned()),
                 observed = wait => break observed,
                 () = kill_grace => break Err(BackendError::Infra {
                     message: format!("the backend did not stop the session within {}s of the kill", KILL_GRACE.as_secs()),
@@ -279,7 +282,7 @@ impl<'a> Driver<'a> {
                 futures::pin_mut!(collect);
                 futures::select_biased! {
                     () = collect => None,
-                    () = cancel => Some((KillReason::Cancelled, "cancelled by the user".to_owned())),
+                    () = cancel => Some((KillReason::Cancelled, CANCELLED.to_owned())),
                     () = deadline => Some((KillReason::DeadlineExceeded, format!(
                         "deadline of {} reached while collecting artifacts",
                         enclave_spec::DurationMs(deadline_ms)))),
@@ -441,6 +444,7 @@ impl<'a> Driver<'a> {
                 KillReason::DiskExceeded,
                 format!("workspace or /tmp full ({} each)", enclave_spec::ByteSize(self.plan.quotas.disk_bytes)),
             ),
+            BackendEvent::CancelRequested => self.order_kill(KillReason::Cancelled, CANCELLED.to_owned()),
         }
     }
 

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use enclave_spec::{EgressMode, Host, HostPattern, HttpMethod, PathPattern, RepoScheme, SimulateSpec};
+use enclave_spec::{EgressMode, Host, HostPattern, HttpMethod, PathPattern, RepoScheme};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::address::AddressClass;
+use crate::behaviour::Behaviour;
 use crate::quota::Quotas;
 use crate::rule_ref::RuleRef;
 
@@ -47,7 +48,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The simulator's behaviour model, if the spec has one. Not part of the digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulate: Option<SimulateSpec>,
+    pub simulate: Option<Behaviour>,
 }
 
 /// A plan digest: `sha256:<hex>`.

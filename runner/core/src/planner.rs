@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Position, SessionSpec};
 
 use crate::address::{AddressClass, classify_alone, embedded_ipv4_ranges, parts_naming, special_ranges};
+use crate::behaviour::Behaviour;
 use crate::plan::{
     BindingPlan, Containment, EgressPolicy, EgressRule, ImplicitDeny, Isolation, NetworkMode, PLAN_FORMAT, Phase, Plan,
     PlanDigest, Program, RuleTarget, RunPhase, StepPlan,
@@ -109,7 +110,7 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
         artifacts: body.artifacts.iter().map(|a| a.to_string()).collect(),
         artifact_bytes_max: policy.artifact_bytes,
         warnings,
-        simulate: body.simulate.clone(),
+        simulate: body.simulate.as_ref().map(Behaviour::from_spec),
     };
     plan.digest = plan.compute_digest();
     Ok(plan)

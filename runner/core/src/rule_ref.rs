@@ -115,7 +115,8 @@ mod tests {
 
     #[test]
     fn other_spellings_are_refused() {
-        for text in ["", "allow[]", "allow[01]", "allow[-1]", "allow[1", "allow[x]", "binding:", "clone", "host:a.test"] {
+        for text in ["", "allow[]", "allow[01]", "allow[-1]", "allow[1", "allow[x]", "binding:", "clone", "host:a.test"]
+        {
             assert!(text.parse::<RuleRef>().is_err(), "{text:?} was read as a rule");
         }
     }

@@ -387,10 +387,9 @@ impl SessionProxy {
         }
         let (decision, addrs) = self.check(phase, &host, port).await;
         let binding = match &decision {
-            Decision::Allow { rule } => rule
-                .binding()
-                .and_then(|name| self.cfg.plan.bindings.iter().find(|b| b.name == name))
-                .cloned(),
+            Decision::Allow { rule } => {
+                rule.binding().and_then(|name| self.cfg.plan.bindings.iter().find(|b| b.name == name)).cloned()
+            }
             Decision::Deny { .. } => None,
         };
         let decision = self.record_decision(phase, &host, port, decision).await;

@@ -142,20 +142,13 @@ impl SessionRunner {
         }
         let orchestrator =
             Orchestrator::new(self.backend.clone(), Arc::new(enclave_core::WallClock), Arc::new(secrets));
-        let clock = orchestrator.clock_for(&session);
-        // The simulator models a user's cancel from the spec; a real backend has a user.
-        let modelled = if self.backend.capabilities().executes_code {
-            futures::future::pending().boxed()
-        } else {
-            enclave_sim::modelled_cancel_or_never(&plan, clock.as_ref())
-        };
         let requested = cancel.then(|sent| async move {
             if sent.is_err() {
                 // The runner dropped the sender without cancelling: never fires.
                 futures::future::pending::<()>().await;
             }
         });
-        let cancel = futures::future::select(modelled, Box::pin(requested)).map(|_| ()).boxed();
+        let cancel = requested.boxed();
         let runtime = tokio::runtime::Handle::current();
         let mut audit = StoreAuditSink { store: self.store.clone(), runtime: runtime.clone() };
         let mut artifacts = StoreArtifactSink { store: self.store.clone(), runtime, session: session.clone() };

@@ -17,21 +17,3 @@ mod model;
 pub use backend::{SimBackend, capabilities};
 pub use clock::VirtualClock;
 pub use model::{Action, DEFAULT_DURATION_MS, timeline};
-
-/// When the model says the user cancels, if it does: callers time it on the session's
-/// clock (`Orchestrator::clock_for`).
-pub fn modelled_cancel(plan: &enclave_core::Plan) -> Option<std::time::Duration> {
-    plan.simulate.as_ref()?.cancel_after.as_ref().map(|d| d.value.as_std())
-}
-
-/// The cancel future for a session run by a program with no user to press Ctrl-C (tests,
-/// benchmarks): the modelled cancel on the session's clock, or never.
-pub fn modelled_cancel_or_never(
-    plan: &enclave_core::Plan,
-    clock: &dyn enclave_core::Clock,
-) -> futures::future::BoxFuture<'static, ()> {
-    match modelled_cancel(plan) {
-        Some(after) => clock.sleep(after),
-        None => Box::pin(futures::future::pending()),
-    }
-}

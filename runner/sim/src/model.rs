@@ -4,10 +4,9 @@
 //! would make, from the same decision code.
 
 use enclave_core::{
-    BackendEvent, DecisionContext, EgressPhase, ExitObservation, Observation, Plan, Resolution, check_binding_scope,
-    decide,
+    BackendEvent, Behaviour, DecisionContext, EgressPhase, ExitObservation, Observation, Plan, Resolution,
+    check_binding_scope, decide,
 };
-use enclave_spec::SimulateSpec;
 
 /// Default modelled workload duration when the spec gives none.
 pub const DEFAULT_DURATION_MS: u64 = 1_000;
@@ -38,7 +37,12 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
         let ok = decision.is_allow();
         out.push(emit(
             0,
-            BackendEvent::Egress { phase: EgressPhase::Clone, host: clone.host.to_string(), port: clone.port, decision },
+            BackendEvent::Egress {
+                phase: EgressPhase::Clone,
+                host: clone.host.to_string(),
+                port: clone.port,
+                decision,
+            },
         ));
         out.push(emit(
             0,
@@ -61,32 +65,37 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
     }
     out.push(emit(0, BackendEvent::WorkloadStarted));
 
-    let duration = model.duration.as_ref().map_or(DEFAULT_DURATION_MS, |d| d.0);
+    let duration = model.duration_ms.unwrap_or(DEFAULT_DURATION_MS);
     connections(plan, &model, duration, &mut out);
     output(&model, duration, &mut out);
 
     // Resource peaks are modelled at the middle of the run.
     let midpoint = duration / 2;
     let q = &plan.quotas;
-    if let Some(processes) = &model.processes
-        && u64::from(processes.value) > u64::from(q.pids)
+    if let Some(processes) = model.processes
+        && u64::from(processes) > u64::from(q.pids)
     {
         out.push(emit(midpoint, BackendEvent::PidsLimitHit));
     }
-    if let Some(written) = &model.disk_written
-        && written.0 > q.disk_bytes
+    if let Some(written) = model.disk_written_bytes
+        && written > q.disk_bytes
     {
         out.push(emit(midpoint, BackendEvent::DiskFull));
     }
-    if let Some(peak) = &model.peak_memory
-        && peak.0 > q.memory_bytes
+    if let Some(peak) = model.peak_memory_bytes
+        && peak > q.memory_bytes
     {
         let oom = Observation { oom_killed: true, ..Observation::from_exit(ExitObservation::Signaled { signal: 9 }) };
         out.push((midpoint, Action::End(oom)));
     }
-    if let Some(lost) = &model.infra_lost_after {
-        let detail = format!("sandbox lost after {} (modelled)", lost.value);
-        out.push((lost.0, Action::End(Observation::from_exit(ExitObservation::Lost { detail }))));
+    // The modelled user's cancel is a fact this backend reports, like any other; it
+    // goes before an ending at the same instant.
+    if let Some(after) = model.cancel_after_ms {
+        out.push(emit(after, BackendEvent::CancelRequested));
+    }
+    if let Some(lost) = model.infra_lost_after_ms {
+        let detail = format!("sandbox lost after {} (modelled)", enclave_spec::DurationMs(lost));
+        out.push((lost, Action::End(Observation::from_exit(ExitObservation::Lost { detail }))));
     }
     out.push((duration, Action::End(Observation::from_exit(ExitObservation::Exited { code: model.exit_code }))));
 
@@ -97,17 +106,17 @@ pub fn timeline(plan: &Plan) -> Vec<(u64, Action)> {
     out
 }
 
-fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(u64, Action)>) {
+fn connections(plan: &Plan, model: &Behaviour, duration: u64, out: &mut Vec<(u64, Action)>) {
     let count = model.egress.len() as u64;
     let ctx = DecisionContext::new(plan, EgressPhase::Run);
     for (index, attempt) in model.egress.iter().enumerate() {
-        let at = attempt.at.map_or_else(|| duration * (index as u64 + 1) / (count + 1), |a| a.0);
+        let at = attempt.at_ms.unwrap_or_else(|| duration * (index as u64 + 1) / (count + 1));
         let resolution = if attempt.resolves_to.is_empty() {
             Resolution::NotModelled
         } else {
             Resolution::Resolved(&attempt.resolves_to)
         };
-        let decision = decide(&ctx, &attempt.host, attempt.port.0, resolution);
+        let decision = decide(&ctx, &attempt.host, attempt.port, resolution);
         let binding_rule = match &decision {
             enclave_core::Decision::Allow { rule } => rule.binding().map(str::to_owned),
             enclave_core::Decision::Deny { .. } => None,
@@ -117,7 +126,7 @@ fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(
             Action::Emit(BackendEvent::Egress {
                 phase: EgressPhase::Run,
                 host: attempt.host.clone(),
-                port: attempt.port.0,
+                port: attempt.port,
                 decision,
             }),
         ));
@@ -143,9 +152,9 @@ fn connections(plan: &Plan, model: &SimulateSpec, duration: u64, out: &mut Vec<(
     }
 }
 
-fn output(model: &SimulateSpec, duration: u64, out: &mut Vec<(u64, Action)>) {
+fn output(model: &Behaviour, duration: u64, out: &mut Vec<(u64, Action)>) {
     let Some(logs) = model.logs else { return };
-    let bytes = logs.bytes.map_or(0, |b| b.0);
+    let bytes = logs.bytes;
     if bytes == 0 && logs.lines == 0 {
         return;
     }
@@ -156,5 +165,44 @@ fn output(model: &SimulateSpec, duration: u64, out: &mut Vec<(u64, Action)>) {
             duration * k / chunks,
             Action::Emit(BackendEvent::OutputVolume { lines: share(logs.lines), bytes: share(bytes) }),
         ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use enclave_core::{Behaviour, Policy};
+
+    use super::*;
+
+    fn plan_with(model: Behaviour) -> Plan {
+        let yaml = "apiVersion: enclave.dev/v1\nkind: Session\nmetadata: { name: t }\nspec: { command: [\"true\"] }\n";
+        let parsed = enclave_spec::parse("t.yaml", yaml.as_bytes()).unwrap();
+        let mut plan = enclave_core::plan(&parsed.spec, &Policy::default()).unwrap();
+        plan.simulate = Some(model);
+        plan
+    }
+
+    #[test]
+    fn a_modelled_cancel_is_reported_by_the_model_before_the_run_ends() {
+        let plan =
+            plan_with(Behaviour { duration_ms: Some(5_000), cancel_after_ms: Some(2_000), ..Behaviour::default() });
+        let line = timeline(&plan);
+        let cancel = line.iter().position(|(_, a)| *a == Action::Emit(BackendEvent::CancelRequested)).unwrap();
+        assert_eq!(line[cancel].0, 2_000);
+        assert!(matches!(line.last(), Some((5_000, Action::End(_)))), "the run goes on until it is killed");
+        // At the instant the run would end anyway, the cancel still comes first.
+        let plan =
+            plan_with(Behaviour { duration_ms: Some(2_000), cancel_after_ms: Some(2_000), ..Behaviour::default() });
+        let line = timeline(&plan);
+        let at_end: Vec<&Action> = line.iter().filter(|(at, _)| *at == 2_000).map(|(_, a)| a).collect();
+        assert_eq!(at_end.first(), Some(&&Action::Emit(BackendEvent::CancelRequested)));
+    }
+
+    #[test]
+    fn a_cancel_after_the_end_is_never_reported() {
+        let plan =
+            plan_with(Behaviour { duration_ms: Some(1_000), cancel_after_ms: Some(3_000), ..Behaviour::default() });
+        assert!(!timeline(&plan).iter().any(|(_, a)| *a == Action::Emit(BackendEvent::CancelRequested)));
     }
 }

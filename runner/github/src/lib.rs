@@ -9,12 +9,16 @@
 //! delivery before its signature verified, and never hand a token it holds to a session
 //! beyond that session's own clone step.
 
+mod config;
 mod delivery;
+mod fork;
 mod payload;
 mod signature;
 mod trigger;
 
+pub use config::{EnvError, GITHUB_API, GithubConfig};
 pub use delivery::{Delivery, MAX_BODY_BYTES, WebhookRefusal, receive};
+pub use fork::{ForkPolicy, ForkVerdict, fork_verdict};
 pub use payload::{Account, AppRef, InstallationRef, Repository};
 pub use signature::{SignatureError, WebhookSecrets, sign, verify_signature};
 pub use trigger::{PayloadError, RunReason, Target, Trigger, classify};

@@ -13,6 +13,7 @@ mod archive_stream;
 mod artifact;
 mod audit;
 mod backend;
+mod bearer;
 mod behaviour;
 mod clock;
 mod clone_step;
@@ -39,6 +40,7 @@ pub use audit::{
     genesis, to_jsonl_line, verify_jsonl,
 };
 pub use backend::{Backend, BackendError, Capabilities, RunHandle, Support, TeardownReport};
+pub use bearer::{BearerError, bearer_token};
 pub use behaviour::{Behaviour, ModelledConnection, ModelledLogs};
 pub use clock::{Clock, WallClock, rfc3339};
 pub use clone_step::{CLONE_HOME, CLONE_SCRIPT, CredentialDelivery};

@@ -26,6 +26,9 @@ pub enum DockerError {
     /// Host set-up for a session (network, firewall, proxy) failed.
     #[error("session set-up failed: {0}")]
     Setup(String),
+    /// The session's egress proxy could not be set up (its resolver or TLS settings).
+    #[error("session set-up failed: {0}")]
+    Egress(#[from] enclave_egress::EgressError),
 }
 
 impl DockerError {

@@ -50,10 +50,10 @@ impl DockerBackend {
         }
         let resolver: Arc<dyn enclave_egress::Resolve> = Arc::new(enclave_egress::Layered(
             enclave_egress::StaticResolver::new(self.config.static_hosts.clone()),
-            enclave_egress::DnsResolver::from_system().map_err(DockerError::Setup)?,
+            enclave_egress::DnsResolver::from_system().map_err(DockerError::from)?,
         ));
         let upstream_tls =
-            enclave_egress::upstream_tls_pem(self.config.extra_ca_pem.as_deref()).map_err(DockerError::Setup)?;
+            enclave_egress::upstream_tls_pem(self.config.extra_ca_pem.as_deref()).map_err(DockerError::from)?;
         let phase = if plan.clone_phase().is_some() { EgressPhase::Clone } else { EgressPhase::Run };
         let proxy = enclave_egress::SessionProxy::new(enclave_egress::SessionProxyConfig {
             plan: Arc::new(plan.clone()),

@@ -21,16 +21,19 @@
 
 mod binding_response;
 mod directory;
+mod error;
 mod host_addresses;
 mod proxy;
 mod record;
 mod relay;
 mod resolve;
 mod sni;
+mod tls;
 mod upstream;
 mod wire;
 
 pub use directory::{Directory, DirectoryTask, StaticDirectory, serve_directory};
+pub use error::EgressError;
 pub use host_addresses::HostAddresses;
 pub use proxy::{
     CLONE_DONE_HOST, CLONE_DONE_URL, MAX_BINDING_RESPONSE, ProxyBody, ProxyTask, SessionProxy, SessionProxyConfig,
@@ -38,8 +41,8 @@ pub use proxy::{
 pub use record::Recorder;
 pub use relay::{
     Grant, GrantSecrets, MILESTONE_WAIT, Milestone, RelayClient, RelayError, RelayRecorder, RelayRegistry, RelayTask,
-    Sent, is_proxy_record, relay_server_tls, serve_relay,
+    Sent, is_proxy_record, serve_relay,
 };
 pub use resolve::{DnsResolver, Layered, Resolve, StaticResolver};
 pub use sni::{Hello, MAX_HELLO_BYTES, parse as parse_client_hello};
-pub use upstream::{upstream_tls, upstream_tls_pem};
+pub use tls::{relay_server_tls, upstream_tls, upstream_tls_pem};

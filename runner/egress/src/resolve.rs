@@ -12,6 +12,8 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
+use crate::error::EgressError;
+
 /// Resolves a canonical domain name to addresses.
 #[async_trait]
 pub trait Resolve: Send + Sync {
@@ -27,15 +29,16 @@ pub struct DnsResolver {
 
 impl DnsResolver {
     /// Uses the host's resolver configuration (`/etc/resolv.conf`, then `/etc/hosts`).
-    pub fn from_system() -> Result<Self, String> {
-        let mut builder = TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS config: {e}"))?;
+    pub fn from_system() -> Result<Self, EgressError> {
+        let mut builder = TokioResolver::builder_tokio()
+            .map_err(|source| EgressError::Dns { what: "reading the system DNS config", source })?;
         *builder.options_mut() = uncached(builder.options_mut().clone());
-        let inner = builder.build().map_err(|e| format!("building the DNS resolver: {e}"))?;
+        let inner = builder.build().map_err(|source| EgressError::Dns { what: "building the DNS resolver", source })?;
         Ok(Self { inner })
     }
 
     /// Asks only the name server at `server` (UDP and TCP), ignoring `/etc/hosts`.
-    pub fn with_server(server: SocketAddr) -> Result<Self, String> {
+    pub fn with_server(server: SocketAddr) -> Result<Self, EgressError> {
         let mut ns = NameServerConfig::udp_and_tcp(server.ip());
         for connection in &mut ns.connections {
             connection.port = server.port();
@@ -46,7 +49,7 @@ impl DnsResolver {
         let mut options = uncached(ResolverOpts::default());
         options.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         *builder.options_mut() = options;
-        let inner = builder.build().map_err(|e| format!("building the DNS resolver: {e}"))?;
+        let inner = builder.build().map_err(|source| EgressError::Dns { what: "building the DNS resolver", source })?;
         Ok(Self { inner })
     }
 }

@@ -1,8 +1,7 @@
 //! Connections to upstreams: dialling only vetted addresses (never metadata), one
-//! HTTP/1.1 request per connection, and the TLS client settings for binding upstreams.
+//! HTTP/1.1 request per connection.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use enclave_core::{AddressClass, classify};
@@ -44,35 +43,6 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     sender.send_request(request).await.map_err(|e| e.to_string())
-}
-
-/// [`upstream_tls`] with the extra CA certificates given as PEM text.
-pub fn upstream_tls_pem(pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut extra = Vec::new();
-    if let Some(pem) = pem {
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            extra.push(cert.map_err(|e| format!("extra CA PEM: {e}"))?.to_vec());
-        }
-    }
-    upstream_tls(&extra)
-}
-
-/// TLS settings for binding upstreams: the Mozilla roots, plus any extra CA
-/// certificates (DER) the operator trusts.
-pub fn upstream_tls(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in extra_roots {
-        roots.add(rustls::pki_types::CertificateDer::from(der.clone())).map_err(|e| format!("extra CA: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

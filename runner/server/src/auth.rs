@@ -65,12 +65,8 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthenticated("missing bearer token: send `Authorization: Bearer <token>`"))?;
-    let value = value.to_str().map_err(|_| unauthenticated("malformed Authorization header"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| unauthenticated("malformed Authorization header"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(unauthenticated("the Authorization header must be `Bearer <token>`"));
-    }
-    Ok(token.trim())
+    let value = value.to_str().map_err(|_| unauthenticated(&enclave_core::BearerError::Malformed.to_string()))?;
+    enclave_core::bearer_token(value).map_err(|e| unauthenticated(&e.to_string()))
 }
 
 impl FromRequestParts<Arc<AppState>> for TenantAuth {

@@ -14,24 +14,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
-#[path = "support/kube_cluster.rs"]
-mod kube_cluster;
-#[path = "support/kubelet.rs"]
-mod kubelet;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::fake_kube::PodScript;
+use common::kube_cluster::*;
+use common::kubelet::*;
 use enclave_core::{AuditEvent, AuditRecord, KillReason, SessionId, SessionResult, SessionStatus};
 use enclave_kube::KubeConfig;
-use fake_kube::PodScript;
 use futures::FutureExt as _;
-use kube_cluster::*;
-use kubelet::*;
 use serde_json::Value;
 
 /// A repository host on 127.0.0.1 that accepts connections and never answers: the clone

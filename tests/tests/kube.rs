@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
+mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::fake_kube::{FakeKube, PodScript};
 use enclave_core::WallClock;
 use enclave_core::{
     Backend, CloneStage, MemoryAuditSink, MemorySecrets, NoSecrets, Orchestrator, Plan, Policy, Secret, SecretStore,
@@ -20,7 +20,6 @@ use enclave_core::{
 use enclave_egress::RelayRegistry;
 use enclave_kube::{KubeBackend, KubeConfig};
 use enclave_sim::SimBackend;
-use fake_kube::{FakeKube, PodScript};
 use futures::FutureExt as _;
 
 /// Guards against a hang turning into a stuck CI job; never a timing assertion.

@@ -1,7 +1,7 @@
 //! The egress proxy as it runs on Kubernetes, end to end without a cluster: the
 //! Kubernetes backend runs a session against the fake API server and offers it through
 //! the relay; the cluster proxy (`enclave egress-proxy`) watches the same fake API for
-//! session pods and serves them on one listener (the cluster: `support/kube_cluster.rs`).
+//! session pods and serves them on one listener (the cluster: `common/kube_cluster.rs`).
 //! The clone is played with the host's real `git` through the proxy, including the clone
 //! step's end-of-clone signal.
 //!
@@ -11,10 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
-#[path = "support/kube_cluster.rs"]
-mod kube_cluster;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::fake_kube::PodScript;
+use common::kube_cluster::*;
 use common::{TestCa, status};
 use enclave_core::{Secret, SessionId};
 use enclave_egress::{CLONE_DONE_URL, RelayClient, StaticResolver};
 use enclave_kube::{ClusterProxy, ProxySettings};
-use fake_kube::PodScript;
-use kube_cluster::*;
 use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,12 +12,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
-#[path = "support/kube_cluster.rs"]
-mod kube_cluster;
-#[path = "support/kubelet.rs"]
-mod kubelet;
 
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
@@ -26,14 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::fake_kube::PodScript;
+use common::kube_cluster::*;
+use common::kubelet::*;
 use enclave_core::{AuditRecord, SessionId, SessionResult};
-use fake_kube::PodScript;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kube_cluster::*;
-use kubelet::*;
 
 fn expected_header() -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{GIT_PASSWORD}")))

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-#[path = "../../../tests/tests/support/fake_kube.rs"]
+#[path = "../../../tests/tests/common/fake_kube.rs"]
 mod fake_kube;
 
 use std::io::{BufRead as _, BufReader};

@@ -454,7 +454,7 @@ spec:
 }
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/sessions")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/sessions")
 }
 
 #[test]

@@ -15,8 +15,8 @@ use enclave_core::{AuditEvent, AuditRecord};
 use futures::FutureExt as _;
 use serde_json::Value;
 
-use crate::fake_kube::{FakeKube, InitRun};
-use crate::kube_cluster::{Cluster, GIT_PASSWORD};
+use super::fake_kube::{FakeKube, InitRun};
+use super::kube_cluster::{Cluster, GIT_PASSWORD};
 
 /// Every form of the credential a leak could take.
 pub(crate) fn leaks(haystack: &[u8]) -> Vec<&'static str> {
@@ -228,7 +228,7 @@ pub(crate) const TENANT_IMAGE: &str = "tenant/hostile:latest";
 /// A session that clones `app.git` from `git.test:port` with the credential and runs the
 /// tenant's image.
 pub(crate) fn clone_plan(port: u16, deadline: &str) -> enclave_core::Plan {
-    crate::kube_cluster::plan_of(&format!(
+    super::kube_cluster::plan_of(&format!(
         r#"
 apiVersion: enclave.dev/v1
 kind: Session

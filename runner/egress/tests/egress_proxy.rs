@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use common::proxy::{ProxySetup, TestRecorder, serve_proxy};
-use common::{Canary, DnsStub, TestCa, Tunnel, connect_raw, connect_tls, raw, response, status};
+use common::{ProxySetup, TestRecorder, serve_proxy};
 use enclave_core::{BackendEvent, EgressPhase, MemorySecrets, Plan, Policy};
 use enclave_egress::{DnsResolver, ProxyTask, Resolve, SessionProxy, SessionProxyConfig, StaticResolver};
+use enclave_test_servers::{Canary, DnsStub, Reply, TestCa, Tunnel, connect_raw, connect_tls, raw, response, status};
 use futures::channel::mpsc;
 use tokio::net::TcpListener;
 
@@ -53,8 +53,8 @@ struct Options {
     phase: EgressPhase,
     broken_audit: bool,
     resolver: Option<Arc<dyn Resolve>>,
-    api_reply: Option<common::Reply>,
-    a_reply: Option<common::Reply>,
+    api_reply: Option<Reply>,
+    a_reply: Option<Reply>,
     /// Extra allow rules, given canary A's port.
     extra_allow: Option<Box<dyn Fn(u16) -> String>>,
     /// A `repo:` block, given the TLS canary's port.
@@ -115,7 +115,7 @@ spec:
 {binding}"#,
         repo = options.repo.map_or_else(String::new, |f| f(tls.port())),
         extra = options.extra_allow.map_or_else(String::new, |f| f(a.port())),
-        binding = common::api_binding_yaml(apip),
+        binding = enclave_test_servers::api_binding_yaml(apip),
     );
     let plan = Arc::new(plan_of(&yaml));
     let resolver: Arc<dyn Resolve> = options.resolver.unwrap_or_else(|| {
@@ -412,7 +412,7 @@ async fn dns_rebinding_cannot_move_a_checked_connection() {
     })
     .await;
     let port = w.a.port();
-    let rebound = Canary::start(B, None, common::echo()).await;
+    let rebound = Canary::start(B, None, enclave_test_servers::echo()).await;
     let rebound_same_port = tokio::net::TcpListener::bind((B, port)).await.ok();
     let answer = raw(w.addr(), &get(&format!("http://rebind.test:{port}/first"), "x")).await;
     assert_eq!(status(&answer), 200, "{answer}");
@@ -463,7 +463,7 @@ async fn a_binding_gets_its_credential_at_the_boundary_and_never_back() {
 
 #[tokio::test]
 async fn an_echoed_credential_is_stripped_from_headers_too() {
-    let reply: common::Reply = Arc::new(|req: &str| {
+    let reply: Reply = Arc::new(|req: &str| {
         let token = req.lines().find_map(|l| l.strip_prefix("authorization: ")).unwrap_or("").to_owned();
         response(200, &[("X-Echo", &token)], "ok")
     });
@@ -507,7 +507,7 @@ async fn a_binding_credential_never_goes_to_another_host() {
     // to the workload, and the canary never sees the credential.
     let canary = Canary::http(A).await;
     let location = format!("http://canary.test:{}/steal", canary.port());
-    let reply: common::Reply = Arc::new(move |_: &str| response(307, &[("Location", &location)], ""));
+    let reply: Reply = Arc::new(move |_: &str| response(307, &[("Location", &location)], ""));
     let mut w = world(Options { api_reply: Some(reply), ..Options::default() }).await;
     let answer = raw(w.addr(), &get("http://api.binding.test/v1/x", "api.binding.test")).await;
     assert_eq!(status(&answer), 307, "{answer}");
@@ -556,7 +556,7 @@ async fn the_clone_phase_reaches_only_the_repo_host_and_revocation_closes_it() {
     let mut stream = tokio::net::TcpStream::connect(w.addr()).await.expect("connect");
     let connect = format!("CONNECT tls.test:{tp} HTTP/1.1\r\nHost: tls.test\r\n\r\n");
     tokio::io::AsyncWriteExt::write_all(&mut stream, connect.as_bytes()).await.expect("write");
-    let head = common::read_head(&mut stream).await;
+    let head = enclave_test_servers::read_head(&mut stream).await;
     assert_eq!(status(&head), 200, "{head}");
     let name = rustls::pki_types::ServerName::try_from("tls.test").expect("name");
     let tls = tokio_rustls::TlsConnector::from(w.ca.client_config()).connect(name, stream).await;

@@ -24,9 +24,9 @@ use futures::FutureExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use crate::common::git_server::GitServer;
-use crate::common::{Canary, TestCa};
-use crate::fake_kube::{FakeKube, PodScript};
+use super::fake_kube::{FakeKube, PodScript};
+use super::git_server::GitServer;
+use super::{Canary, TestCa};
 
 pub(crate) const POD: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub(crate) const OTHER_POD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
@@ -149,7 +149,7 @@ spec:
 {binding}"#,
             git = self.git.addr.port(),
             ap = self.a.port(),
-            binding = crate::common::api_binding_yaml(self.api.port()),
+            binding = super::api_binding_yaml(self.api.port()),
         ))
     }
 

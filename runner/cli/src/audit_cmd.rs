@@ -1,10 +1,43 @@
 //! `enclave audit verify|show`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use clap::Subcommand;
 use enclave_core::{AuditRecord, verify_jsonl};
 
 use crate::exit;
+use crate::shared_args::Format;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Recompute the hash chain and name the first record that does not hold.
+    Verify {
+        /// The audit file (JSONL).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Also require the chain to end at this digest (from the session result), which
+        /// detects records cut off the end.
+        #[arg(long, value_name = "SHA256")]
+        digest: Option<String>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Print the chain as a timeline.
+    Show {
+        /// The audit file (JSONL).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `enclave audit verify|show`.
+pub(crate) fn audit(command: &AuditCommand) -> u8 {
+    match command {
+        AuditCommand::Verify { file, digest, output } => verify(file, digest.as_deref(), *output == Format::Json),
+        AuditCommand::Show { file } => show(file),
+    }
+}
 
 fn read(path: &Path) -> Result<Vec<u8>, u8> {
     std::fs::read(path).map_err(|e| {
@@ -14,7 +47,7 @@ fn read(path: &Path) -> Result<Vec<u8>, u8> {
 }
 
 /// `enclave audit verify`.
-pub(crate) fn verify(path: &Path, expected_digest: Option<&str>, json: bool) -> u8 {
+fn verify(path: &Path, expected_digest: Option<&str>, json: bool) -> u8 {
     let bytes = match read(path) {
         Ok(bytes) => bytes,
         Err(code) => return code,
@@ -52,7 +85,7 @@ pub(crate) fn verify(path: &Path, expected_digest: Option<&str>, json: bool) -> 
 }
 
 /// `enclave audit show`.
-pub(crate) fn show(path: &Path) -> u8 {
+fn show(path: &Path) -> u8 {
     let bytes = match read(path) {
         Ok(bytes) => bytes,
         Err(code) => return code,

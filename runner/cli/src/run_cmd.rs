@@ -2,9 +2,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use clap::{Args, ValueEnum};
 use enclave_core::WallClock;
 use enclave_core::{
     AuditRecord, AuditSink, AuditWriteError, Decision, MemorySecrets, Orchestrator, Secret, SessionEvent, SessionId,
@@ -13,7 +14,86 @@ use enclave_core::{
 use enclave_sim::SimBackend;
 use futures::FutureExt as _;
 
-use crate::{BackendKind, DockerArgs, RunArgs, RunFormat, exit, plan_text};
+use crate::shared_args::IsolationArg;
+use crate::{exit, spec_input};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The spec file; omit to run the built-in example (examples/sessions/hello.yaml).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Where the session runs. `sim` models the spec's `simulate` block and executes
+    /// nothing; its results are marked simulated.
+    #[arg(long, short, value_enum, default_value_t = BackendKind::Sim)]
+    backend: BackendKind,
+    /// Output: `text` streams a readable timeline, `json` prints the result document,
+    /// `jsonl` streams every event as a JSON line (the last one holds the result).
+    #[arg(long, short, value_enum, default_value_t = RunFormat::Text)]
+    pub(crate) output: RunFormat,
+    /// Directory for the session's audit chain (`<id>.audit.jsonl`) and result
+    /// (`<id>.result.json`).
+    #[arg(long, value_name = "DIR", default_value = ".enclave/sessions", env = "ENCLAVE_SESSIONS_DIR")]
+    sessions_dir: PathBuf,
+    /// Where a secret's value comes from, as NAME=ENV_VAR: the value of environment
+    /// variable ENV_VAR (of this process) for the secret NAME that the spec's
+    /// `repo.credential` or a binding names. Values go only to the clone step and the
+    /// egress proxy, never into the sandbox, and are redacted from all output.
+    #[arg(long = "secret", value_name = "NAME=ENV_VAR")]
+    secrets: Vec<String>,
+    #[command(flatten)]
+    docker: DockerArgs,
+    #[command(flatten)]
+    isolation: IsolationArg,
+    /// Run on an Enclave server instead of locally (http on loopback only); output is
+    /// the same. Ctrl-C cancels the session on the server.
+    #[arg(long, value_name = "URL")]
+    pub(crate) server: Option<String>,
+    /// Bearer token for `--server` (prefer the environment variable).
+    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+/// Operator settings of the Docker backend.
+#[derive(Debug, Args)]
+struct DockerArgs {
+    /// Docker: a private network (CIDR) that the clone step may reach when the
+    /// repository host resolves into it (an internal git server). Never opens it to
+    /// the workload, and never opens the metadata address. Repeatable.
+    #[arg(
+        long = "trust-clone-network",
+        value_name = "CIDR",
+        env = "ENCLAVE_TRUST_CLONE_NETWORKS",
+        value_delimiter = ','
+    )]
+    trusted_clone_networks: Vec<ipnet::IpNet>,
+    /// Docker: resolve NAME to IP in the egress proxy without DNS (an internal host).
+    /// Repeatable.
+    #[arg(long = "static-host", value_name = "NAME=IP")]
+    static_hosts: Vec<String>,
+    /// Docker: extra CA certificates (PEM file) trusted by the clone step and by
+    /// binding upstreams, for an internal git server or API.
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_EXTRA_CA")]
+    extra_ca: Option<PathBuf>,
+}
+
+/// How `enclave run` (local or `--server`) prints a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RunFormat {
+    Text,
+    Json,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// The simulator: models behaviour, never executes code.
+    Sim,
+    /// Docker with gVisor (runsc) on this host: executes the workload, contained.
+    Docker,
+    /// A Kubernetes cluster set up with deploy/ (a Job per session under the gVisor
+    /// RuntimeClass), from the in-cluster or kubeconfig configuration.
+    Kube,
+}
 
 /// Appends each record to a JSONL file and flushes it, so a crash loses nothing
 /// already recorded.
@@ -33,7 +113,7 @@ impl AuditSink for JsonlAuditFile {
 
 /// Writes the artifact bundle next to the audit file.
 struct ArtifactFile {
-    path: std::path::PathBuf,
+    path: PathBuf,
 }
 
 impl enclave_core::ArtifactSink for ArtifactFile {
@@ -85,7 +165,7 @@ fn docker_config(args: &DockerArgs) -> Result<enclave_docker::DockerConfig, Stri
 }
 
 pub(crate) fn run_command(args: &RunArgs) -> u8 {
-    let plan = match plan_text::load_plan(args.file.as_deref(), &args.isolation.policy()) {
+    let plan = match spec_input::load_plan(args.file.as_deref(), &args.isolation.policy()) {
         Ok(plan) => plan,
         Err(code) => return code,
     };

@@ -3,14 +3,99 @@
 //! directory, which is what makes them admin operations).
 
 use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
 use enclave_server::{App, ServerConfig, SimPace};
 use enclave_store::{SecretKey, SqliteStore, Store as _, StoreOptions};
 use zeroize::Zeroizing;
 
-use crate::{ServeArgs, StoreArgs, exit};
+use crate::exit;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on (default 127.0.0.1:8470).
+    #[arg(long, value_name = "ADDR", env = "ENCLAVE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Backend: `sim`, `docker`, or `kube` (the cluster of the in-cluster or kubeconfig
+    /// configuration, set up with deploy/).
+    #[arg(long, env = "ENCLAVE_BACKEND")]
+    backend: Option<String>,
+    /// With `--backend kube`: where the egress proxy Deployment reaches this server for
+    /// sessions' grants and to record its decisions (e.g. 0.0.0.0:8081). Without it,
+    /// sessions that need the proxy (allowlist, bindings, a repository) are refused.
+    #[arg(long, value_name = "ADDR", env = "ENCLAVE_RELAY_LISTEN")]
+    relay_listen: Option<SocketAddr>,
+    /// File holding the relay's bearer token, shared with the proxy
+    /// (`ENCLAVE_RELAY_TOKEN` takes precedence).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TOKEN_FILE")]
+    relay_token_file: Option<PathBuf>,
+    /// The relay's TLS certificate chain (PEM). With `--relay-tls-key`, the relay speaks
+    /// https only; without both it is plain http (binding secret values cross it, so
+    /// keep it on a network only the proxy reaches).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TLS_CERT", requires = "relay_tls_key")]
+    relay_tls_cert: Option<PathBuf>,
+    /// The relay's TLS private key (PEM).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_RELAY_TLS_KEY", requires = "relay_tls_cert")]
+    relay_tls_key: Option<PathBuf>,
+    /// On the simulator, let modelled time pass at wall-clock pace (so sessions can be
+    /// watched and cancelled).
+    #[arg(long, env = "ENCLAVE_SIM_REAL_TIME")]
+    real_time: bool,
+    /// Requests per second per tenant.
+    #[arg(long, env = "ENCLAVE_REQUESTS_PER_SECOND")]
+    requests_per_second: Option<u32>,
+    /// Longest deadline a spec may ask for, in milliseconds.
+    #[arg(long, env = "ENCLAVE_MAX_DEADLINE_MS")]
+    max_deadline_ms: Option<u64>,
+}
+
+/// Where the server's store is.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// Config file (TOML); every field is optional.
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory holding the SQLite store.
+    #[arg(long, value_name = "DIR", env = "ENCLAVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// File with the secrets key (`ENCLAVE_SECRET_KEY` takes precedence).
+    #[arg(long, value_name = "FILE", env = "ENCLAVE_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Create a tenant and print its bearer token (shown once; only a hash is kept).
+    Create {
+        /// Tenant name: lowercase letters, digits and '-'.
+        name: String,
+        /// Make the token expire after this many days.
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Set a tenant's secret; the value is read from stdin.
+    Set {
+        /// Secret name, as specs refer to it.
+        name: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
 
 /// Reads the config file (if any) and applies the command line and environment.
 fn load_config(store: &StoreArgs) -> anyhow::Result<ServerConfig> {
@@ -143,7 +228,7 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
                         .with_context(|| format!("cannot listen for the relay on {address}"))?;
                     let tls = match (&args.relay_tls_cert, &args.relay_tls_key) {
                         (Some(cert), Some(key)) => {
-                            let read = |p: &std::path::Path| {
+                            let read = |p: &Path| {
                                 std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
                             };
                             let key = Zeroizing::new(read(key)?);
@@ -202,7 +287,7 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
 }
 
 /// The relay token: `ENCLAVE_RELAY_TOKEN`, else the file; at least 32 characters.
-pub(crate) fn relay_token(file: Option<&std::path::Path>) -> anyhow::Result<enclave_core::Secret> {
+pub(crate) fn relay_token(file: Option<&Path>) -> anyhow::Result<enclave_core::Secret> {
     let token = match (std::env::var("ENCLAVE_RELAY_TOKEN"), file) {
         (Ok(token), _) => Zeroizing::new(token),
         (Err(_), Some(path)) => Zeroizing::new(
@@ -217,8 +302,15 @@ pub(crate) fn relay_token(file: Option<&std::path::Path>) -> anyhow::Result<encl
     Ok(enclave_core::Secret::new(token))
 }
 
+/// `enclave tenant`.
+pub(crate) fn tenant(command: &TenantCommand) -> u8 {
+    match command {
+        TenantCommand::Create { name, expires_in_days, store } => tenant_create(store, name, *expires_in_days),
+    }
+}
+
 /// `enclave tenant create NAME`: prints the token once.
-pub(crate) fn tenant_create(store: &StoreArgs, name: &str, expires_in_days: Option<u32>) -> u8 {
+fn tenant_create(store: &StoreArgs, name: &str, expires_in_days: Option<u32>) -> u8 {
     report(runtime().and_then(|rt| {
         rt.block_on(async {
             if !valid_name(name) {
@@ -243,8 +335,15 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// `enclave secret`.
+pub(crate) fn secret(command: &SecretCommand) -> u8 {
+    match command {
+        SecretCommand::Set { name, tenant, store } => secret_set(store, tenant, name),
+    }
+}
+
 /// `enclave secret set NAME --tenant T`: the value comes from stdin.
-pub(crate) fn secret_set(store: &StoreArgs, tenant: &str, name: &str) -> u8 {
+fn secret_set(store: &StoreArgs, tenant: &str, name: &str) -> u8 {
     report(runtime().and_then(|rt| {
         rt.block_on(async {
             if name.parse::<enclave_spec::SecretName>().is_err() {

@@ -1,29 +1,42 @@
-//! `enclave plan`: the plan as readable text or JSON.
+//! `enclave plan`: the plan as readable text, JSON, or the Kubernetes objects.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 
-use enclave_core::{AddressClass, Isolation, NetworkMode, Phase, Plan, Policy, Program};
+use clap::{Args, ValueEnum};
+use enclave_core::{AddressClass, Isolation, NetworkMode, Phase, Plan, Program};
 use enclave_spec::{ByteSize, DurationMs, EgressMode, Millicores};
 
-use crate::{PlanFormat, exit, spec_input};
+use crate::shared_args::IsolationArg;
+use crate::{exit, spec_input};
 
-/// Parses and plans a spec file, printing a plan error with its position.
-pub(crate) fn load_plan(path: Option<&Path>, policy: &Policy) -> Result<Plan, u8> {
-    let (name, parsed) = spec_input::load(path)?;
-    enclave_core::plan(&parsed.spec, policy).map_err(|e| {
-        eprintln!("{name}:{e}");
-        exit::USAGE
-    })
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The spec file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Output format: `text`, `json` (the plan document), or `k8s` (the Kubernetes
+    /// objects the kube backend creates, as multi-document YAML, without any secret).
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+    output: PlanFormat,
+    #[command(flatten)]
+    isolation: IsolationArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    K8s,
 }
 
 /// `enclave plan`.
-pub(crate) fn plan_command(path: &Path, format: PlanFormat, policy: &Policy) -> u8 {
-    let plan = match load_plan(Some(path), policy) {
+pub(crate) fn plan_command(args: &PlanArgs) -> u8 {
+    let plan = match spec_input::load_plan(Some(&args.file), &args.isolation.policy()) {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    match format {
+    match args.output {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default()),
         PlanFormat::Text => print!("{}", render(&plan)),
         PlanFormat::K8s => match enclave_kube::render_plan(&plan, &enclave_kube::KubeConfig::default()) {

@@ -2,17 +2,61 @@
 //! `sessions`. The output of a remote run is the same timeline and summary as a local
 //! one, printed from the server's event stream.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::Args;
 use enclave_core::{SessionResult, SessionStatus, TimedEvent};
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::run_cmd::{Printer, print_result_summary};
-use crate::{RemoteArgs, RunFormat, exit};
+use crate::run_cmd::{Printer, RunFormat, print_result_summary};
+use crate::{exit, spec_input};
+
+/// Where the server is and who you are.
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    /// The server's URL (http on loopback only: this client has no TLS).
+    #[arg(long, value_name = "URL", env = "ENCLAVE_SERVER")]
+    pub(crate) server: Option<String>,
+    /// Bearer token of your tenant (prefer the environment variable).
+    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Session id.
+    id: String,
+    /// Follow the session's events until it ends.
+    #[arg(long, short)]
+    follow: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// Session id.
+    id: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SessionsArgs {
+    /// Only sessions in this state (pending, running, succeeded, failed, killed, ...).
+    #[arg(long)]
+    status: Option<String>,
+    /// How many.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
 
 /// How often a dropped event stream is resumed before giving up.
 const RESUMES: u32 = 5;
@@ -135,19 +179,13 @@ fn exit_code(result: &SessionResult) -> u8 {
 }
 
 /// `enclave run --server URL FILE`.
-pub(crate) fn run(remote: &RemoteArgs, file: Option<&std::path::Path>, format: RunFormat) -> u8 {
+pub(crate) fn run(remote: &RemoteArgs, file: Option<&Path>, format: RunFormat) -> u8 {
     report(runtime().and_then(|rt| rt.block_on(run_async(remote, file, format))))
 }
 
-async fn run_async(remote: &RemoteArgs, file: Option<&std::path::Path>, format: RunFormat) -> anyhow::Result<u8> {
+async fn run_async(remote: &RemoteArgs, file: Option<&Path>, format: RunFormat) -> anyhow::Result<u8> {
     let client = Client::new(remote)?;
-    let (name, spec) = match file {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        ),
-        None => (crate::spec_input::DEFAULT_SPEC_NAME.to_owned(), crate::spec_input::DEFAULT_SPEC.as_bytes().to_vec()),
-    };
+    let (name, spec) = spec_input::read(file)?;
     let response = client
         .http
         .post(client.url("/v1/sessions"))
@@ -216,12 +254,13 @@ async fn run_async(remote: &RemoteArgs, file: Option<&std::path::Path>, format: 
 }
 
 /// `enclave logs [-f] ID`.
-pub(crate) fn logs(remote: &RemoteArgs, id: &str, follow: bool) -> u8 {
+pub(crate) fn logs(args: &LogsArgs) -> u8 {
+    let LogsArgs { id, follow, remote } = args;
     report(runtime().and_then(|rt| {
         rt.block_on(async {
             let client = Client::new(remote)?;
             let mut printer = Printer::new(RunFormat::Text);
-            if follow {
+            if *follow {
                 let result = client.follow(id, |event| printer.event(event), None).await?;
                 if let Some(result) = result {
                     print_result_summary(&result);
@@ -246,7 +285,8 @@ pub(crate) fn logs(remote: &RemoteArgs, id: &str, follow: bool) -> u8 {
 }
 
 /// `enclave cancel ID`.
-pub(crate) fn cancel(remote: &RemoteArgs, id: &str) -> u8 {
+pub(crate) fn cancel(args: &CancelArgs) -> u8 {
+    let CancelArgs { id, remote } = args;
     report(runtime().and_then(|rt| {
         rt.block_on(async {
             let client = Client::new(remote)?;
@@ -258,13 +298,14 @@ pub(crate) fn cancel(remote: &RemoteArgs, id: &str) -> u8 {
 }
 
 /// `enclave sessions`.
-pub(crate) fn sessions(remote: &RemoteArgs, status: Option<&str>, limit: u32) -> u8 {
+pub(crate) fn sessions(args: &SessionsArgs) -> u8 {
+    let SessionsArgs { status, limit, remote } = args;
     report(runtime().and_then(|rt| {
         rt.block_on(async {
             let client = Client::new(remote)?;
             let mut request = client.http.get(client.url("/v1/sessions")).query(&[("limit", limit.to_string())]);
             if let Some(status) = status {
-                request = request.query(&[("status", status)]);
+                request = request.query(&[("status", status.as_str())]);
             }
             let body: Value = client.send(request).await?.json().await.context("the server's answer is not JSON")?;
             println!("{:<38} {:<10} {:<24} NAME", "ID", "STATE", "CREATED");

@@ -40,12 +40,11 @@ pub(crate) fn clone_command(clone: &ClonePhase) -> Vec<String> {
 /// The clone container: hardened like the workload (gVisor, uid 65534, no capabilities,
 /// read-only root, no new privileges), with the plan's clone resources, in the holder's
 /// network namespace (already guarded: the proxy is its only way out) and with the
-/// holder's workspace volume.
+/// holder's workspace volume. `clone_via_proxy` adds the proxy's address once it listens.
 pub(crate) fn clone_container(
     plan: &Plan,
     clone: &ClonePhase,
     session: &SessionId,
-    proxy_url: &str,
     config: &DockerConfig,
 ) -> ContainerCreateBody {
     let names = Names::of(session);
@@ -53,12 +52,7 @@ pub(crate) fn clone_container(
     let r = &clone.resources;
     let mut env: Vec<String> =
         clone.environment(&CredentialDelivery::Stdin).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.extend([
-        "ENCLAVE_GIT_EXTRA_CA=stdin".to_owned(),
-        format!("HTTPS_PROXY={proxy_url}"),
-        format!("https_proxy={proxy_url}"),
-        "NO_PROXY=".to_owned(),
-    ]);
+    env.push("ENCLAVE_GIT_EXTRA_CA=stdin".to_owned());
     let workspace = Mount {
         target: Some(WORKSPACE.to_owned()),
         source: Some(names.workspace.clone()),
@@ -91,6 +85,15 @@ pub(crate) fn clone_container(
     }
 }
 
+/// Points the clone container's git at the session's proxy, its only way out.
+pub(crate) fn clone_via_proxy(body: &mut ContainerCreateBody, proxy_url: &str) {
+    body.env.get_or_insert_default().extend([
+        format!("HTTPS_PROXY={proxy_url}"),
+        format!("https_proxy={proxy_url}"),
+        "NO_PROXY=".to_owned(),
+    ]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +115,8 @@ mod tests {
         let session = SessionId::new("ses-1").expect("id");
         let cmd = clone_command(clone);
         assert_eq!(cmd[2], clone.script, "the plan's one script");
-        let body = clone_container(&plan, clone, &session, "http://10.0.0.1:3128", &DockerConfig::default());
+        let mut body = clone_container(&plan, clone, &session, &DockerConfig::default());
+        clone_via_proxy(&mut body, "http://10.0.0.1:3128");
         let definition = serde_json::to_string(&body).expect("json");
         assert!(!definition.contains("Authorization"), "no credential form in the definition");
         let env = body.env.expect("env");

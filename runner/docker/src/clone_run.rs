@@ -4,14 +4,15 @@
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
-use enclave_core::{BackendError, BackendEvent, ExitObservation, Observation, SessionId};
+use enclave_core::{BackendError, BackendEvent, ExitObservation, Observation};
 use futures::StreamExt as _;
 
 use crate::backend::{DockerBackend, Run};
-use crate::clone::{auth_header, clone_command, clone_container, clone_container_name};
+use crate::clone::{auth_header, clone_command, clone_via_proxy};
 use crate::container_spec::WORKSPACE;
 use crate::error::DockerError;
 use crate::reach::Reach;
+use crate::session_resources::ContainerSpec;
 
 /// How long a failed clone exec waits to see whether its sandbox exited too.
 const SANDBOX_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -32,17 +33,18 @@ impl DockerBackend {
     /// exec attached to a dead gVisor sandbox may never see end-of-stream).
     pub(crate) async fn run_clone(
         &self,
-        session: &SessionId,
         run: &Run,
         clone: &enclave_core::ClonePhase,
+        container: &ContainerSpec,
         reach: &Reach,
     ) -> Result<CloneOutcome, DockerError> {
         let credential = match &run.clone_credential {
             Ok(credential) => credential.as_ref(),
             Err(detail) => return Ok(CloneOutcome { code: 128, detail: detail.clone() }),
         };
-        let body = clone_container(&run.plan, clone, session, &reach.url(), &self.config);
-        let options = CreateContainerOptionsBuilder::default().name(&clone_container_name(session)).build();
+        let mut body = container.body.clone();
+        clone_via_proxy(&mut body, &reach.url());
+        let options = CreateContainerOptionsBuilder::default().name(&container.name).build();
         let created =
             self.docker.create_container(Some(options), body).await.map_err(DockerError::call("clone create"))?;
         self.docker.start_container(&created.id, None).await.map_err(DockerError::call("clone start"))?;
@@ -133,22 +135,18 @@ impl DockerBackend {
     /// a kill ends it at once. The clone container goes first, then its reach, so nothing
     /// it opened outlives it; `Some` is how the session ended when the clone did not
     /// succeed.
-    pub(crate) async fn clone_phase(
-        &self,
-        session: &SessionId,
-        run: &Run,
-    ) -> Result<Option<Observation>, BackendError> {
-        let Some(clone) = run.plan.clone_phase() else { return Ok(None) };
+    pub(crate) async fn clone_phase(&self, run: &Run) -> Result<Option<Observation>, BackendError> {
+        let (Some(clone), Some(container)) = (run.plan.clone_phase(), &run.containers.clone) else { return Ok(None) };
         let Some(reach) = &run.reach else {
             return Err(BackendError::Unsupported("a clone phase without a session network".into()));
         };
         let _ = run.events.unbounded_send(BackendEvent::CloneStarted);
         let mut killed = run.killed.subscribe();
         let outcome = tokio::select! {
-            outcome = self.run_clone(session, run, clone, reach) => Some(outcome),
+            outcome = self.run_clone(run, clone, container, reach) => Some(outcome),
             _ = killed.wait_for(|k| *k) => None,
         };
-        let _ = self.remove_container(&clone_container_name(session)).await;
+        let _ = self.remove_container(&container.name).await;
         reach.proxy.proxy().revoke_clone_reach();
         let (ok, detail, code) = match outcome {
             Some(Ok(CloneOutcome { code: 0, detail })) => (true, detail, 0),

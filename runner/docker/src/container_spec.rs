@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use enclave_core::{Isolation, NetworkMode, Plan, SessionId};
 
 use crate::config::DockerConfig;
@@ -55,6 +55,24 @@ pub(crate) fn tmpfs_volume_options(size_bytes: u64, uid: u32) -> HashMap<String,
         ("device".to_owned(), "tmpfs".to_owned()),
         ("o".to_owned(), format!("size={size_bytes},uid={uid},gid={uid},mode=0770")),
     ])
+}
+
+/// A session volume: a size-limited tmpfs owned by the workload user, labelled with its
+/// role (`workspace`, `tmp`).
+pub(crate) fn session_volume(
+    session: &SessionId,
+    name: &str,
+    role: &str,
+    size_bytes: u64,
+    config: &DockerConfig,
+) -> VolumeCreateRequest {
+    VolumeCreateRequest {
+        name: Some(name.to_owned()),
+        driver: Some("local".to_owned()),
+        driver_opts: Some(tmpfs_volume_options(size_bytes, enclave_core::WORKLOAD_UID)),
+        labels: Some(labels::for_session(session, role, config)),
+        ..Default::default()
+    }
 }
 
 /// How long a session's idle keeper (`sleep`, the holder's and the workload's first

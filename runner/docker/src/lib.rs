@@ -17,13 +17,18 @@ mod clone_run;
 mod config;
 mod connect;
 mod container_spec;
+mod end;
 mod error;
 mod labels;
+mod launch;
 mod network;
 mod program;
 mod reach;
 mod reaper;
+mod session_resources;
+mod teardown;
 mod usage;
+mod wait;
 
 pub use backend::{DockerBackend, capabilities};
 pub use config::DockerConfig;

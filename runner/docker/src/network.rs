@@ -48,30 +48,35 @@ pub(crate) fn rule_comment(scope: &str, session: &SessionId) -> String {
     format!("enclave:{scope}:{session}")
 }
 
-/// Creates the session's internal network and reads its gateway.
-pub(crate) async fn create(
-    docker: &Docker,
-    session: &SessionId,
-    config: &DockerConfig,
-) -> Result<SessionNetwork, DockerError> {
-    let name = network_name(session);
-    let bridge = bridge_name(session);
-    let request = NetworkCreateRequest {
-        name: name.clone(),
+/// The session's internal network: no way out, no inter-container traffic, on a bridge
+/// of its own name (so the host firewall can close it).
+pub(crate) fn session_network(session: &SessionId, config: &DockerConfig) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: network_name(session),
         driver: Some("bridge".to_owned()),
         internal: Some(true),
         attachable: Some(false),
         enable_ipv6: Some(false),
         options: Some(HashMap::from([
-            ("com.docker.network.bridge.name".to_owned(), bridge.clone()),
+            ("com.docker.network.bridge.name".to_owned(), bridge_name(session)),
             // No inter-container traffic: the clone and the workload never overlap, and
             // nothing else is on the network.
             ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
         ])),
         labels: Some(labels::for_session(session, "network", config)),
         ..Default::default()
-    };
-    docker.create_network(request).await.map_err(DockerError::call("network create"))?;
+    }
+}
+
+/// Creates the session's internal network (`session_network`) and reads its gateway.
+pub(crate) async fn create(
+    docker: &Docker,
+    session: &SessionId,
+    request: &NetworkCreateRequest,
+) -> Result<SessionNetwork, DockerError> {
+    let name = request.name.clone();
+    let bridge = bridge_name(session);
+    docker.create_network(request.clone()).await.map_err(DockerError::call("network create"))?;
     let inspected = docker
         .inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>)
         .await

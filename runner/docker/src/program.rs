@@ -36,7 +36,7 @@ impl DockerBackend {
             privileged: Some(false),
             ..Default::default()
         };
-        let exec = self.docker.create_exec(&run.container, options).await.map_err(DockerError::call("exec create"))?;
+        let exec = self.docker.create_exec(run.container(), options).await.map_err(DockerError::call("exec create"))?;
         let started = self.docker.start_exec(&exec.id, None).await.map_err(DockerError::call("exec start"))?;
         if let StartExecResults::Attached { mut output, .. } = started {
             while let Some(item) = output.next().await {

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use enclave_core::{BackendError, BackendEvents, EgressPhase, Plan, SecretStore, SessionId};
+use enclave_core::{BackendError, BackendEvents, Plan, SecretStore, SessionId};
 
 use crate::backend::DockerBackend;
 use crate::error::DockerError;
 use crate::network;
+use crate::session_resources::ReachSpec;
 
 /// A session's reach: its network and the proxy listening on the network's gateway.
 pub(crate) struct Reach {
@@ -29,14 +30,15 @@ impl Reach {
 impl DockerBackend {
     /// Creates the session network, guards it, and starts the session's proxy on its
     /// gateway. Binding secrets are copied into the proxy (on the host), never further.
-    pub(crate) async fn start_proxy(
+    pub(crate) async fn start_reach(
         &self,
         session: &SessionId,
+        spec: &ReachSpec,
         plan: &Plan,
         secrets: &dyn SecretStore,
         events: &BackendEvents,
     ) -> Result<Reach, BackendError> {
-        let net = network::create(&self.docker, session, &self.config).await?;
+        let net = network::create(&self.docker, session, &spec.network).await?;
         let listener = tokio::net::TcpListener::bind((net.gateway, 0))
             .await
             .map_err(|e| DockerError::Setup(format!("proxy listener on {}: {e}", net.gateway)))?;
@@ -54,7 +56,6 @@ impl DockerBackend {
         ));
         let upstream_tls =
             enclave_egress::upstream_tls_pem(self.config.extra_ca_pem.as_deref()).map_err(DockerError::from)?;
-        let phase = if plan.clone_phase().is_some() { EgressPhase::Clone } else { EgressPhase::Run };
         let proxy = enclave_egress::SessionProxy::new(enclave_egress::SessionProxyConfig {
             plan: Arc::new(plan.clone()),
             secrets: Arc::new(proxy_secrets),
@@ -64,7 +65,7 @@ impl DockerBackend {
             host_addresses: enclave_egress::HostAddresses::Live,
             trusted_clone_networks: self.config.trusted_clone_networks.clone(),
             upstream_tls,
-            phase,
+            phase: spec.proxy_phase,
         });
         let task = proxy.serve(listener).map_err(|e| DockerError::Setup(format!("proxy: {e}")))?;
         Ok(Reach { net, proxy: task })

@@ -40,7 +40,7 @@ pub enum RelayError {
         url: String,
         /// Why.
         #[source]
-        source: EgressError,
+        source: Box<EgressError>,
     },
     /// The HTTP client could not be built, the relay could not be reached, or its
     /// answer could not be read.
@@ -98,7 +98,8 @@ impl RelayClient {
             .https_only(https);
         match (https, ca_pem) {
             (true, Some(pem)) => {
-                let certs = certificates(pem, "relay CA").map_err(|source| RelayError::Ca { url: url(), source })?;
+                let certs =
+                    certificates(pem, "relay CA").map_err(|e| RelayError::Ca { url: url(), source: Box::new(e) })?;
                 for cert in certs {
                     let cert = reqwest::Certificate::from_der(&cert)
                         .map_err(|source| RelayError::Http { url: url(), source })?;

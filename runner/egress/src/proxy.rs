@@ -324,8 +324,13 @@ impl SessionProxy {
             Hello::NoServerName => is_ip,
             Hello::Unreadable | Hello::Incomplete => false,
         };
+        // The CONNECT resolved the host once; that answer (`addrs`) is the one judged
+        // here and the one dialled. Only the decision is taken again, at the time of use:
+        // the proxy host's own addresses are read afresh, and an allowed name whose
+        // ClientHello names another server is a deny.
         let decision = if sni_ok {
-            self.check(phase, &host, port).await.0
+            let host_addresses = self.cfg.host_addresses.current();
+            decide(&self.context(phase, &host_addresses), &host, port, Resolution::Resolved(&addrs))
         } else {
             let sni = match hello {
                 Hello::ServerName(sni) => Some(sni),
@@ -333,19 +338,7 @@ impl SessionProxy {
             };
             Decision::Deny { reason: DenyReason::SniMismatch { sni } }
         };
-        // Re-deciding above never re-resolves for dialling: `addrs` stays the answer.
-        let decision = match decision {
-            Decision::Allow { .. } if sni_ok => {
-                let again = decide(
-                    &self.context(phase, &self.cfg.host_addresses.current()),
-                    &host,
-                    port,
-                    Resolution::Resolved(&addrs),
-                );
-                self.record_decision(phase, &host, port, again).await
-            }
-            other => self.record_decision(phase, &host, port, other).await,
-        };
+        let decision = self.record_decision(phase, &host, port, decision).await;
         if !decision.is_allow() {
             let _ = client.shutdown().await;
             return;

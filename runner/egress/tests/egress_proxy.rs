@@ -358,6 +358,18 @@ async fn a_tunnel_opens_only_for_a_matching_sni() {
 }
 
 #[tokio::test]
+async fn a_tunnel_resolves_its_host_once_and_dials_that_answer() {
+    let resolver = Arc::new(StaticResolver::new(HashMap::from([("tls.test".to_owned(), vec![IpAddr::V4(A)])])));
+    let mut w = world(Options { resolver: Some(resolver.clone()), ..Options::default() }).await;
+    let tp = w.tls.port();
+    let request = "GET /once HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n";
+    let ok = connect_tls(w.addr(), &format!("tls.test:{tp}"), "tls.test", w.ca.client_config(), request).await;
+    assert!(matches!(&ok, Tunnel::Answered(body) if body.contains("GET /once")), "{ok:?}");
+    assert_eq!(w.last_decision().map(|d| d["decision"].clone()), Some("allow".into()));
+    assert_eq!(resolver.lookups(), 1, "one CONNECT, one DNS answer: the one checked and dialled");
+}
+
+#[tokio::test]
 async fn an_ip_named_by_a_cidr_rule_tunnels_without_sni() {
     let mut w = world(Options::default()).await;
     let tp = w.tls.port();

@@ -36,12 +36,12 @@ pub(crate) fn check_raw_head(buf: &[u8]) -> Result<(), &'static str> {
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not valid UTF-8")?;
     let mut lengths = 0;
-    let mut encodings = 0;
+    let mut encodings: Vec<&[u8]> = Vec::new();
     for line in head.split("\r\n").skip(1) {
         if line.starts_with([' ', '\t']) {
             return Err("folded header line");
         }
-        let Some((name, _)) = line.split_once(':') else {
+        let Some((name, value)) = line.split_once(':') else {
             return Err("header line without a colon");
         };
         if name.is_empty() || name.ends_with([' ', '\t']) {
@@ -51,15 +51,26 @@ pub(crate) fn check_raw_head(buf: &[u8]) -> Result<(), &'static str> {
             lengths += 1;
         }
         if name.eq_ignore_ascii_case("transfer-encoding") {
-            encodings += 1;
+            encodings.push(value.trim_matches([' ', '\t']).as_bytes());
         }
     }
-    match (lengths, encodings) {
-        (l, _) if l > 1 => Err("more than one Content-Length"),
-        (1, e) if e > 0 => Err("both Content-Length and Transfer-Encoding"),
-        (_, e) if e > 1 => Err("more than one Transfer-Encoding"),
-        _ => Ok(()),
+    framing(lengths, &encodings)
+}
+
+/// The one framing rule, for the raw head and for each parsed request: at most one
+/// Content-Length, never together with Transfer-Encoding, and a Transfer-Encoding only
+/// as one plain `chunked`.
+fn framing(lengths: usize, encodings: &[&[u8]]) -> Result<(), &'static str> {
+    if lengths > 1 {
+        return Err("more than one Content-Length");
     }
+    if lengths == 1 && !encodings.is_empty() {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    if encodings.len() > 1 || encodings.first().is_some_and(|v| !v.eq_ignore_ascii_case(b"chunked")) {
+        return Err("a Transfer-Encoding other than chunked");
+    }
+    Ok(())
 }
 
 /// Host and port named by a raw request line, for the record of a refused request.
@@ -135,17 +146,8 @@ pub(crate) fn connect_target(uri: &Uri) -> Option<(String, u16)> {
 /// than one Content-Length, or a Transfer-Encoding other than plain `chunked`.
 pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
-    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if lengths > 1 {
-        return Err("more than one Content-Length");
-    }
-    if lengths == 1 && !encodings.is_empty() {
-        return Err("both Content-Length and Transfer-Encoding");
-    }
-    if encodings.len() > 1 || encodings.first().is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
-        return Err("a Transfer-Encoding other than chunked");
-    }
-    Ok(())
+    let encodings: Vec<&[u8]> = headers.get_all(header::TRANSFER_ENCODING).iter().map(HeaderValue::as_bytes).collect();
+    framing(lengths, &encodings)
 }
 
 /// Removes hop-by-hop headers (and any the Connection header names) and every
@@ -180,4 +182,93 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) fn origin_form(uri: &Uri) -> Uri {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     path.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(headers: &str) -> Result<(), &'static str> {
+        check_raw_head(format!("POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\n{headers}\r\n").as_bytes())
+    }
+
+    fn parsed(headers: &[(&'static str, &'static str)]) -> Result<(), &'static str> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        check_framing(&map)
+    }
+
+    #[test]
+    fn the_raw_head_and_a_parsed_request_are_judged_by_one_rule() {
+        let cases: [(&str, &[(&'static str, &'static str)], Result<(), &str>); 7] = [
+            ("", &[], Ok(())),
+            ("Content-Length: 3\r\n", &[("content-length", "3")], Ok(())),
+            ("Transfer-Encoding: chunked\r\n", &[("transfer-encoding", "chunked")], Ok(())),
+            (
+                "Content-Length: 3\r\nContent-Length: 30\r\n",
+                &[("content-length", "3"), ("content-length", "30")],
+                Err("more than one Content-Length"),
+            ),
+            (
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                &[("content-length", "3"), ("transfer-encoding", "chunked")],
+                Err("both Content-Length and Transfer-Encoding"),
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked\r\n",
+                &[("transfer-encoding", "gzip, chunked")],
+                Err("a Transfer-Encoding other than chunked"),
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+                Err("a Transfer-Encoding other than chunked"),
+            ),
+        ];
+        for (head, headers, want) in cases {
+            assert_eq!(raw(head), want, "raw {head:?}");
+            assert_eq!(parsed(headers), want, "parsed {headers:?}");
+        }
+    }
+
+    #[test]
+    fn the_raw_head_refuses_what_a_parser_would_smooth_over() {
+        assert_eq!(raw("X-A: 1\r\n folded\r\n"), Err("folded header line"));
+        assert_eq!(raw("Content-Length : 3\r\n"), Err("whitespace before a header colon"));
+        assert_eq!(raw("no colon here\r\n"), Err("header line without a colon"));
+        assert_eq!(raw("TRANSFER-ENCODING:\tChunked \r\n"), Ok(()));
+        assert_eq!(check_raw_head(b"GET / HTTP/1.1\r\nHost: a"), Err("request head too large"));
+        assert_eq!(check_raw_head(b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n"), Err("request head is not valid UTF-8"));
+    }
+
+    #[test]
+    fn connect_targets_are_authority_form_with_a_port() {
+        let target = |t: &str| connect_target(&t.parse::<Uri>().expect("uri"));
+        assert_eq!(target("a.test:443"), Some(("a.test".to_owned(), 443)));
+        assert_eq!(target("[::1]:8443"), Some(("[::1]".to_owned(), 8443)));
+        assert_eq!(target("a.test"), None);
+        assert_eq!(target("http://a.test:443/"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_and_proxy_headers_are_stripped() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        headers.append(HeaderName::from_static("x-secret-hop"), HeaderValue::from_static("1"));
+        headers.append(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        headers.append(HeaderName::from_static("proxy-anything"), HeaderValue::from_static("1"));
+        headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn the_origin_form_keeps_path_and_query_only() {
+        assert_eq!(origin_form(&"http://a.test:80/p?q=1".parse().expect("uri")), "/p?q=1");
+        assert_eq!(origin_form(&"http://a.test".parse().expect("uri")), "/");
+        assert_eq!(request_target(b"GET http://a.test:8080/x HTTP/1.1\r\n"), ("a.test".to_owned(), 8080));
+    }
 }

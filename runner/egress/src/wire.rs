@@ -200,9 +200,12 @@ mod tests {
         check_framing(&map)
     }
 
+    type Headers = &'static [(&'static str, &'static str)];
+    type Verdict = Result<(), &'static str>;
+
     #[test]
     fn the_raw_head_and_a_parsed_request_are_judged_by_one_rule() {
-        let cases: [(&str, &[(&'static str, &'static str)], Result<(), &str>); 7] = [
+        let cases: [(&str, Headers, Verdict); 7] = [
             ("", &[], Ok(())),
             ("Content-Length: 3\r\n", &[("content-length", "3")], Ok(())),
             ("Transfer-Encoding: chunked\r\n", &[("transfer-encoding", "chunked")], Ok(())),

@@ -267,14 +267,12 @@ fn name_rule(ctx: &DecisionContext<'_>, host: &Host, port: u16) -> Result<RuleRe
                 return Err(DenyReason::NoNetwork);
             }
             let mut port_mismatch = false;
-            if let Host::Domain(name) = host {
-                for binding in &ctx.plan.bindings {
-                    if &binding.host == name {
-                        if port == BINDING_PORT {
-                            return Ok(RuleRef::Binding(binding.name.clone()));
-                        }
-                        port_mismatch = true;
+            for binding in &ctx.plan.bindings {
+                if &binding.host == host {
+                    if port == BINDING_PORT {
+                        return Ok(RuleRef::Binding(binding.name.clone()));
                     }
+                    port_mismatch = true;
                 }
             }
             for rule in &ctx.plan.egress.rules {

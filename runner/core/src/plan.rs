@@ -314,8 +314,9 @@ pub struct ImplicitDeny {
 pub struct BindingPlan {
     /// Binding name.
     pub name: String,
-    /// Upstream host; the credential is sent nowhere else.
-    pub host: String,
+    /// Upstream host, canonical and always a domain name (the spec refuses a wildcard);
+    /// the credential is sent nowhere else.
+    pub host: Host,
     /// Upstream HTTPS port.
     pub port: u16,
     /// Secret name.

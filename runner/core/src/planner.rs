@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use enclave_spec::{ByteSize, DurationMs, EgressMode, Located, Millicores, Position, SessionSpec};
+use enclave_spec::{ByteSize, DurationMs, EgressMode, Host, HostPattern, Located, Millicores, Position, SessionSpec};
 
 use crate::address::{AddressClass, classify_alone, embedded_ipv4_ranges, parts_naming, special_ranges};
 use crate::behaviour::Behaviour;
@@ -95,17 +95,22 @@ pub fn plan(spec: &SessionSpec, policy: &Policy) -> Result<Plan, PlanError> {
         bindings: body
             .bindings
             .iter()
-            .map(|b| BindingPlan {
-                name: b.name.to_string(),
-                host: b.host.to_string(),
-                port: b.port.map_or(443, |p| p.0),
-                secret: b.secret.to_string(),
-                header: b.inject.header.to_string(),
-                format: b.inject.format.value.clone(),
-                methods: b.methods.as_ref().map(|ms| ms.iter().map(|m| m.value).collect()),
-                paths: b.paths.as_ref().map(|ps| ps.iter().map(|p| p.value.clone()).collect()),
+            .map(|b| {
+                let HostPattern::Exact(host) = &b.host.value else {
+                    return Err(PlanError::WildcardBinding { position: b.host.position });
+                };
+                Ok(BindingPlan {
+                    name: b.name.to_string(),
+                    host: Host::Domain(host.clone()),
+                    port: b.port.map_or(443, |p| p.0),
+                    secret: b.secret.to_string(),
+                    header: b.inject.header.to_string(),
+                    format: b.inject.format.value.clone(),
+                    methods: b.methods.as_ref().map(|ms| ms.iter().map(|m| m.value).collect()),
+                    paths: b.paths.as_ref().map(|ps| ps.iter().map(|p| p.value.clone()).collect()),
+                })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         quotas,
         artifacts: body.artifacts.iter().map(|a| a.to_string()).collect(),
         artifact_bytes_max: policy.artifact_bytes,

@@ -141,6 +141,13 @@ pub enum PlanError {
         /// Where the spec asked for it.
         position: Position,
     },
+    /// A binding host written as a wildcard (validation refuses it first; the planner
+    /// does not trust that it ran).
+    #[error("{position}: a binding host must be an exact name, not a wildcard")]
+    WildcardBinding {
+        /// Where the binding's `host` is.
+        position: Position,
+    },
     /// A weaker isolation level that the policy does not permit.
     #[error("isolation {0} is weaker than gvisor and this policy does not permit it")]
     WeakerIsolationNotPermitted(Isolation),
@@ -194,7 +201,8 @@ impl PlanError {
             PlanError::QuotaAboveMax { position, .. }
             | PlanError::QuotaBelowMin { position, .. }
             | PlanError::NeverReachable { position, .. }
-            | PlanError::NetworkNotListed { position, .. } => *position,
+            | PlanError::NetworkNotListed { position, .. }
+            | PlanError::WildcardBinding { position } => *position,
             PlanError::WeakerIsolationNotPermitted(_) | PlanError::PolicyNetwork { .. } => {
                 Position { line: 1, column: 1 }
             }

@@ -435,7 +435,7 @@ impl SessionProxy {
         let path = path_and_query.split(['?', '#']).next().unwrap_or("/").to_owned();
         let used = |allowed: bool, status: Option<u16>, reason: Option<String>| BackendEvent::BindingUsed {
             binding: binding.name.clone(),
-            host: binding.host.clone(),
+            host: binding.host.to_string(),
             method: method.clone(),
             path: path.clone(),
             allowed,
@@ -495,7 +495,7 @@ impl SessionProxy {
         value: HeaderValue,
     ) -> Result<(Response<ProxyBody>, Option<String>), String> {
         let stream = dial(addrs, binding.port).await.ok_or_else(|| format!("cannot connect to {}", binding.host))?;
-        let server_name = rustls::pki_types::ServerName::try_from(binding.host.clone())
+        let server_name = rustls::pki_types::ServerName::try_from(binding.host.to_string())
             .map_err(|e| format!("invalid server name {}: {e}", binding.host))?;
         let tls = tokio_rustls::TlsConnector::from(self.cfg.upstream_tls.clone())
             .connect(server_name, stream)
@@ -505,7 +505,7 @@ impl SessionProxy {
         strip_hop_by_hop(&mut parts.headers);
         binding_response::prepare_request(&mut parts.headers);
         let host_header =
-            if binding.port == 443 { binding.host.clone() } else { format!("{}:{}", binding.host, binding.port) };
+            if binding.port == 443 { binding.host.to_string() } else { format!("{}:{}", binding.host, binding.port) };
         parts.headers.insert(header::HOST, HeaderValue::from_str(&host_header).map_err(|e| e.to_string())?);
         // Overwrite: whatever the workload sent under this name never reaches upstream.
         parts.headers.remove(&header_name);

@@ -141,7 +141,7 @@ fn connections(plan: &Plan, model: &Behaviour, duration: u64, out: &mut Vec<(u64
             at,
             Action::Emit(BackendEvent::BindingUsed {
                 binding: binding.name.clone(),
-                host: binding.host.clone(),
+                host: binding.host.to_string(),
                 method,
                 path: path.split(['?', '#']).next().unwrap_or("/").to_owned(),
                 allowed: scope.is_ok(),

@@ -297,7 +297,7 @@ impl SessionProxy {
         let proxy = self.clone();
         tokio::spawn(async move {
             let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
-            proxy.tunnel(phase, TokioIo::new(upgraded), host, port, addrs).await;
+            proxy.tunnel(phase, TokioIo::new(upgraded), host, port, (decision, addrs)).await;
         });
         Response::new(empty())
     }
@@ -308,7 +308,7 @@ impl SessionProxy {
         mut client: TokioIo<hyper::upgrade::Upgraded>,
         host: String,
         port: u16,
-        addrs: Vec<IpAddr>,
+        (decision, addrs): (Decision, Vec<IpAddr>),
     ) {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut client)).await;
         let (hello, first_bytes) = match hello {
@@ -324,13 +324,11 @@ impl SessionProxy {
             Hello::NoServerName => is_ip,
             Hello::Unreadable | Hello::Incomplete => false,
         };
-        // The CONNECT resolved the host once; that answer (`addrs`) is the one judged
-        // here and the one dialled. Only the decision is taken again, at the time of use:
-        // the proxy host's own addresses are read afresh, and an allowed name whose
-        // ClientHello names another server is a deny.
+        // The CONNECT resolved the host once and took the one decision on that answer;
+        // the answer is the one dialled. The ClientHello can only turn it into a deny:
+        // an allowed name whose ClientHello names another server is not that name.
         let decision = if sni_ok {
-            let host_addresses = self.cfg.host_addresses.current();
-            decide(&self.context(phase, &host_addresses), &host, port, Resolution::Resolved(&addrs))
+            decision
         } else {
             let sni = match hello {
                 Hello::ServerName(sni) => Some(sni),

@@ -314,8 +314,9 @@ pub struct ImplicitDeny {
 pub struct BindingPlan {
     /// Binding name.
     pub name: String,
-    /// Upstream host, canonical and always a domain name (the spec refuses a wildcard);
-    /// the credential is sent nowhere else.
+    /// Upstream host, canonical and always a domain name (the spec refuses a wildcard,
+    /// and a plan read back refuses an address); the credential is sent nowhere else.
+    #[serde(deserialize_with = "domain_host")]
     pub host: Host,
     /// Upstream HTTPS port.
     pub port: u16,
@@ -329,4 +330,35 @@ pub struct BindingPlan {
     pub methods: Option<Vec<HttpMethod>>,
     /// Allowed path patterns; `None` means all.
     pub paths: Option<Vec<PathPattern>>,
+}
+
+/// Reads a binding host: canonical (through [`Host`]'s own reading), and a domain name,
+/// as the planner makes it. A plan from the wire naming an address is refused, so a
+/// binding never matches an address-literal request.
+fn domain_host<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Host, D::Error> {
+    match Host::deserialize(deserializer)? {
+        Host::Domain(name) => Ok(Host::Domain(name)),
+        Host::Ip(ip) => Err(serde::de::Error::custom(format!("binding host {ip} is an address, not a domain name"))),
+    }
+}
+
+#[cfg(test)]
+mod binding_host_tests {
+    use super::*;
+
+    fn binding_json(host: &str) -> String {
+        format!(
+            r#"{{"name":"api","host":"{host}","port":443,"secret":"s","header":"Authorization","format":"{{secret}}","methods":null,"paths":null}}"#
+        )
+    }
+
+    #[test]
+    fn a_binding_host_reads_back_canonical_and_only_as_a_domain() {
+        let read: BindingPlan = serde_json::from_str(&binding_json("API.Example.com.")).expect("a domain reads");
+        assert_eq!(read.host, Host::Domain("api.example.com".to_owned()));
+        for address in ["10.0.0.1", "[::1]", "[::ffff:127.0.0.1]"] {
+            let err = serde_json::from_str::<BindingPlan>(&binding_json(address)).expect_err(address);
+            assert!(err.to_string().contains("is an address, not a domain name"), "{address}: {err}");
+        }
+    }
 }

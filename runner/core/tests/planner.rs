@@ -600,3 +600,18 @@ fn plan_refuses_special_ranges_the_policy_does_not_list_and_names_the_setting() 
         }
     }
 }
+
+/// The planner does not trust that validation ran: a binding host that is a wildcard
+/// (validation refuses it first) is a plan error at its position, never a binding whose
+/// host no request could be compared with.
+#[test]
+fn a_wildcard_binding_host_is_refused_by_the_planner_too() {
+    let mut spec = spec_of(BASE);
+    let binding = spec.spec.bindings.first_mut().expect("BASE has a binding");
+    let position = binding.host.position;
+    binding.value.host.value = enclave_spec::HostPattern::Suffix("github.com".to_owned());
+    match plan(&spec, &Policy::default()) {
+        Err(PlanError::WildcardBinding { position: at }) => assert_eq!(at, position),
+        other => panic!("expected WildcardBinding, got {other:?}"),
+    }
+}

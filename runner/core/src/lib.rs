@@ -20,6 +20,7 @@ mod clone_step;
 mod egress;
 mod event;
 mod kill_reason;
+mod lost_session;
 mod orchestrator;
 mod plan;
 mod planner;
@@ -50,6 +51,7 @@ pub use egress::{
 };
 pub use event::{BackendEvent, BackendEvents, CloneStage, SessionEvent, Stream, TimedEvent};
 pub use kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
+pub use lost_session::{LostSession, LostSessionEnd, end_lost_session};
 pub use orchestrator::{Orchestrator, OrchestratorError, SessionRun};
 pub use plan::{
     BindingPlan, ClonePhase, CloneResources, Containment, EgressPolicy, EgressRule, GitSetting, ImplicitDeny,

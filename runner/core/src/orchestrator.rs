@@ -18,6 +18,7 @@ use crate::clock::{Clock, rfc3339};
 use crate::egress::Decision;
 use crate::event::{BackendEvent, CloneStage, SessionEvent, Stream, TimedEvent};
 use crate::kill_reason::{ExitObservation, KillOrder, KillReason, Observation, SessionStatus, derive_status};
+use crate::lost_session::teardown;
 use crate::plan::{Isolation, Plan};
 use crate::result::{DeniedEgress, SessionResult, StepResult};
 use crate::secret::{Redactor, SecretStore};
@@ -539,20 +540,8 @@ impl<'a> Driver<'a> {
             simulated: !capabilities.executes_code,
         });
 
-        let teardown = self.backend().teardown(&self.session).await;
-        let (removed, ok) = match teardown {
-            Ok(report) => {
-                for failed in &report.failed {
-                    self.warnings.push(format!("teardown could not remove {failed}"));
-                }
-                let ok = report.failed.is_empty();
-                (report.removed, ok)
-            }
-            Err(e) => {
-                self.warnings.push(format!("teardown failed: {e}"));
-                (Vec::new(), false)
-            }
-        };
+        let (removed, ok, warnings) = teardown(self.backend(), &self.session).await;
+        self.warnings.extend(warnings);
         self.record(AuditEvent::Teardown { removed, ok });
 
         let result = SessionResult {

@@ -63,8 +63,10 @@ impl Stall {
 }
 
 /// A session stopped while its clone hangs: killed for `reason`, torn down and audited,
-/// its workload never started, its clone killed with its pod (it never finished on its
-/// own), nothing left.
+/// its workload never started, its clone stopped (it never finished on its own), nothing
+/// left. The clone is stopped by whichever comes first: its pod's deletion kills it, or
+/// the proxy, told the run is over, closes its tunnel and git fails. Either way it never
+/// exits 0: the stalling host never answered.
 fn stopped_in_the_clone(
     c: &Cluster,
     kubelet: &Kubelet,
@@ -75,7 +77,8 @@ fn stopped_in_the_clone(
     assert!(matches!(&result.status, SessionStatus::Killed { reason: r, .. } if *r == reason), "{:?}", result.status);
     assert!(records.iter().any(|r| matches!(r.event, AuditEvent::Teardown { .. })));
     assert!(!workload_started(records));
-    assert!(kubelet.ran().is_empty(), "the clone outlived its pod");
+    let ran = kubelet.ran();
+    assert!(ran.iter().all(|(_, _, code)| *code != 0), "the clone finished on its own: {ran:?}");
     all_gone(&c.fake);
 }
 

@@ -104,7 +104,7 @@ pub(crate) fn doctor() -> u8 {
     let image = Policy::default().default_image;
     println!("docker backend");
     let mut checks = Vec::new();
-    let backend = match runtime.block_on(DockerBackend::connect(DockerConfig::default())) {
+    let backend = match runtime.block_on(crate::backends::connect_docker(DockerConfig::default())) {
         Ok(backend) => Arc::new(backend),
         Err(e) => {
             checks.push(Check { ok: false, what: format!("docker daemon: {e}"), fix: Some(SETUP.into()) });

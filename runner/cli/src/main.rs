@@ -8,6 +8,7 @@
 //! the command list and the dispatch.
 
 mod audit_cmd;
+mod backends;
 mod doctor_cmd;
 mod egress_proxy_cmd;
 mod plan_cmd;

@@ -11,9 +11,9 @@ use enclave_core::{
     AuditRecord, AuditSink, AuditWriteError, Decision, MemorySecrets, Orchestrator, Secret, SessionEvent, SessionId,
     SessionResult, SessionRun, SessionStatus, TimedEvent, to_jsonl_line,
 };
-use enclave_sim::SimBackend;
 use futures::FutureExt as _;
 
+use crate::backends::{self, BackendKind, BackendSetup, DockerArgs};
 use crate::shared_args::IsolationArg;
 use crate::{exit, spec_input};
 
@@ -53,46 +53,12 @@ pub(crate) struct RunArgs {
     pub(crate) token: Option<String>,
 }
 
-/// Operator settings of the Docker backend.
-#[derive(Debug, Args)]
-struct DockerArgs {
-    /// Docker: a private network (CIDR) that the clone step may reach when the
-    /// repository host resolves into it (an internal git server). Never opens it to
-    /// the workload, and never opens the metadata address. Repeatable.
-    #[arg(
-        long = "trust-clone-network",
-        value_name = "CIDR",
-        env = "ENCLAVE_TRUST_CLONE_NETWORKS",
-        value_delimiter = ','
-    )]
-    trusted_clone_networks: Vec<ipnet::IpNet>,
-    /// Docker: resolve NAME to IP in the egress proxy without DNS (an internal host).
-    /// Repeatable.
-    #[arg(long = "static-host", value_name = "NAME=IP")]
-    static_hosts: Vec<String>,
-    /// Docker: extra CA certificates (PEM file) trusted by the clone step and by
-    /// binding upstreams, for an internal git server or API.
-    #[arg(long, value_name = "FILE", env = "ENCLAVE_EXTRA_CA")]
-    extra_ca: Option<PathBuf>,
-}
-
 /// How `enclave run` (local or `--server`) prints a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum RunFormat {
     Text,
     Json,
     Jsonl,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendKind {
-    /// The simulator: models behaviour, never executes code.
-    Sim,
-    /// Docker with gVisor (runsc) on this host: executes the workload, contained.
-    Docker,
-    /// A Kubernetes cluster set up with deploy/ (a Job per session under the gVisor
-    /// RuntimeClass), from the in-cluster or kubeconfig configuration.
-    Kube,
 }
 
 /// Appends each record to a JSONL file and flushes it, so a crash loses nothing
@@ -142,28 +108,6 @@ fn secrets_from_env(pairs: &[String]) -> Result<MemorySecrets, String> {
     Ok(secrets)
 }
 
-/// The Docker backend's settings from the command line.
-fn docker_config(args: &DockerArgs) -> Result<enclave_docker::DockerConfig, String> {
-    let mut config = enclave_docker::DockerConfig {
-        trusted_clone_networks: args.trusted_clone_networks.clone(),
-        ..Default::default()
-    };
-    for pair in &args.static_hosts {
-        let (name, ip) = pair.split_once('=').ok_or_else(|| format!("--static-host {pair:?}: expected NAME=IP"))?;
-        let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("--static-host {pair:?}: {e}"))?;
-        let name = match enclave_spec::canonical_host(name) {
-            Ok(enclave_spec::Host::Domain(name)) => name,
-            _ => return Err(format!("--static-host {pair:?}: {name:?} is not a host name")),
-        };
-        config.static_hosts.entry(name).or_default().push(ip);
-    }
-    if let Some(path) = &args.extra_ca {
-        let pem = std::fs::read_to_string(path).map_err(|e| format!("--extra-ca {}: {e}", path.display()))?;
-        config.extra_ca_pem = Some(pem);
-    }
-    Ok(config)
-}
-
 pub(crate) fn run_command(args: &RunArgs) -> u8 {
     let plan = match spec_input::load_plan(args.file.as_deref(), &args.isolation.policy()) {
         Ok(plan) => plan,
@@ -177,12 +121,14 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let docker_config = match (args.backend, docker_config(&args.docker)) {
-        (BackendKind::Docker, Err(message)) => {
-            eprintln!("error: {message}");
+    // The Docker flags are checked whichever backend runs: a typo is never silent.
+    let docker = match args.docker.config() {
+        Ok(config) => config,
+        Err(e) if args.backend == BackendKind::Docker => {
+            eprintln!("error: {e}");
             return exit::USAGE;
         }
-        (_, config) => config.unwrap_or_default(),
+        Err(_) => enclave_docker::DockerConfig::default(),
     };
     let session = new_session_id();
     if let Err(e) = std::fs::create_dir_all(&args.sessions_dir) {
@@ -207,40 +153,25 @@ pub(crate) fn run_command(args: &RunArgs) -> u8 {
             return exit::ERRORED;
         }
     };
-    let backend: Arc<dyn enclave_core::Backend> = match args.backend {
-        BackendKind::Sim => Arc::new(SimBackend::new()),
-        BackendKind::Docker => match runtime.block_on(enclave_docker::DockerBackend::connect(docker_config)) {
-            Ok(backend) => {
-                // Sessions left behind by an enclave process that died are removed first.
-                match runtime.block_on(backend.reap_abandoned()) {
-                    Ok(reaped) if !reaped.is_empty() && args.output == RunFormat::Text => {
-                        let ids: Vec<String> = reaped.iter().map(ToString::to_string).collect();
-                        println!("reaped {} abandoned session(s): {}", reaped.len(), ids.join(", "));
-                    }
-                    Ok(_) => {}
-                    Err(e) => eprintln!("warning: could not reap abandoned sessions: {e}"),
-                }
-                Arc::new(backend)
+    // Sessions left behind by an `enclave run` that died are removed first.
+    let setup = BackendSetup { kind: args.backend, docker, reap_abandoned: true, ..BackendSetup::default() };
+    let backend = match runtime.block_on(backends::build(setup)) {
+        Ok(built) => {
+            if !built.reaped.is_empty() && args.output == RunFormat::Text {
+                let ids: Vec<String> = built.reaped.iter().map(ToString::to_string).collect();
+                println!("reaped {} abandoned session(s): {}", built.reaped.len(), ids.join(", "));
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                if let Some(cause) = std::error::Error::source(&e) {
-                    eprintln!("  caused by: {cause}");
-                }
-                return exit::ERRORED;
+            for warning in &built.warnings {
+                eprintln!("warning: {warning}");
             }
-        },
-        // The cluster from the ambient configuration (in-cluster, or KUBECONFIG /
-        // ~/.kube/config), with the objects of deploy/. Orphans are left to the server:
-        // a CLI process cannot tell another process's live session from an abandoned one.
-        BackendKind::Kube => {
-            match runtime.block_on(enclave_kube::KubeBackend::from_environment(enclave_kube::KubeConfig::default())) {
-                Ok(backend) => Arc::new(backend),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return exit::ERRORED;
-                }
+            built.backend
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(cause) = std::error::Error::source(&e) {
+                eprintln!("  caused by: {cause}");
             }
+            return if e.is_usage() { exit::USAGE } else { exit::ERRORED };
         }
     };
     let orchestrator = Orchestrator::new(backend, Arc::new(WallClock), Arc::new(secrets));

@@ -13,6 +13,7 @@ use enclave_server::{App, ServerConfig, SimPace};
 use enclave_store::{SecretKey, SqliteStore, Store as _, StoreOptions};
 use zeroize::Zeroizing;
 
+use crate::backends::{self, BackendKind, BackendSetup, DockerArgs};
 use crate::exit;
 
 #[derive(Debug, Args)]
@@ -22,10 +23,11 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8470).
     #[arg(long, value_name = "ADDR", env = "ENCLAVE_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Backend: `sim`, `docker`, or `kube` (the cluster of the in-cluster or kubeconfig
-    /// configuration, set up with deploy/).
-    #[arg(long, env = "ENCLAVE_BACKEND")]
-    backend: Option<String>,
+    /// Where sessions run (default: the config file's `backend`, else `sim`).
+    #[arg(long, value_enum, env = "ENCLAVE_BACKEND")]
+    backend: Option<BackendKind>,
+    #[command(flatten)]
+    docker: DockerArgs,
     /// With `--backend kube`: where the egress proxy Deployment reaches this server for
     /// sessions' grants and to record its decisions (e.g. 0.0.0.0:8081). Without it,
     /// sessions that need the proxy (allowlist, bindings, a repository) are refused.
@@ -185,9 +187,6 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    if let Some(backend) = &args.backend {
-        config.backend.clone_from(backend);
-    }
     if args.real_time {
         config.sim_pace = SimPace::RealTime;
     }
@@ -197,68 +196,44 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     if let Some(ms) = args.max_deadline_ms {
         config.policy.max_deadline_ms = Some(ms);
     }
-    if config.backend != "kube" && args.relay_listen.is_some() {
-        bail!("--relay-listen is for the kube backend (its egress proxy Deployment); {} has no relay", config.backend);
+    let kind = match args.backend {
+        Some(kind) => kind,
+        None => BackendKind::from_name(&config.backend)?,
+    };
+    if kind != BackendKind::Kube && args.relay_listen.is_some() {
+        bail!("--relay-listen is for the kube backend (its egress proxy Deployment); {} has no relay", kind.name());
     }
     if args.relay_listen.is_none() && (args.relay_tls_cert.is_some() || args.relay_token_file.is_some()) {
         bail!("--relay-tls-cert, --relay-tls-key and --relay-token-file need --relay-listen");
     }
-    let relay = enclave_egress::RelayRegistry::new();
     // Kept until the server stops: dropping it stops the relay.
     let mut relay_task = None;
-    let backend: Arc<dyn enclave_core::Backend> = match config.backend.as_str() {
-        "sim" => match config.sim_pace {
-            SimPace::Virtual => Arc::new(enclave_sim::SimBackend::new()),
-            SimPace::RealTime => Arc::new(enclave_sim::SimBackend::real_time()),
-        },
-        "docker" => {
-            // Its own scope: the server's reaper never touches sessions of `enclave run`.
-            let docker_config =
-                enclave_docker::DockerConfig { scope: config.docker_scope.clone(), ..Default::default() };
-            Arc::new(enclave_docker::DockerBackend::connect(docker_config).await?)
+    let relay = match args.relay_listen {
+        Some(address) => {
+            let relay = enclave_egress::RelayRegistry::new();
+            relay_task = Some(serve_relay(args, address, relay.clone()).await?);
+            Some(relay)
         }
-        "kube" => {
-            let kube_config = enclave_kube::KubeConfig { scope: config.docker_scope.clone(), ..Default::default() };
-            let backend = enclave_kube::KubeBackend::from_environment(kube_config).await?;
-            match args.relay_listen {
-                Some(address) => {
-                    let token = relay_token(args.relay_token_file.as_deref())?;
-                    let listener = tokio::net::TcpListener::bind(address)
-                        .await
-                        .with_context(|| format!("cannot listen for the relay on {address}"))?;
-                    let tls = match (&args.relay_tls_cert, &args.relay_tls_key) {
-                        (Some(cert), Some(key)) => {
-                            let read = |p: &Path| {
-                                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
-                            };
-                            let key = Zeroizing::new(read(key)?);
-                            Some(enclave_egress::relay_server_tls(&read(cert)?, &key).map_err(anyhow::Error::msg)?)
-                        }
-                        _ => None,
-                    };
-                    let scheme = if tls.is_some() { "https" } else { "http" };
-                    let task = enclave_egress::serve_relay(listener, relay.clone(), token, tls)
-                        .context("cannot serve the relay")?;
-                    eprintln!("  relay for the egress proxy on {scheme}://{}", task.address);
-                    if scheme == "http" {
-                        eprintln!(
-                            "  the relay has no TLS (--relay-tls-cert/--relay-tls-key): binding secrets cross it in clear"
-                        );
-                    }
-                    relay_task = Some(task);
-                    Arc::new(backend.with_relay(relay.clone()))
-                }
-                None => {
-                    eprintln!(
-                        "  no --relay-listen: sessions needing the egress proxy (allowlist, bindings, a repository) \
-                         are refused"
-                    );
-                    Arc::new(backend)
-                }
-            }
+        None if kind == BackendKind::Kube => {
+            eprintln!(
+                "  no --relay-listen: sessions needing the egress proxy (allowlist, bindings, a repository) are \
+                 refused"
+            );
+            None
         }
-        other => bail!("unknown backend {other:?}: use sim, docker or kube"),
+        None => None,
     };
+    let setup = BackendSetup {
+        kind,
+        // Its own scope: the server's reaper never touches sessions of `enclave run`, and
+        // it reconciles its own sessions from the store instead of reaping the abandoned.
+        scope: Some(config.scope.clone()),
+        docker: args.docker.config()?,
+        sim_real_time: config.sim_pace == SimPace::RealTime,
+        relay,
+        reap_abandoned: false,
+    };
+    let backend = backends::build(setup).await?.backend;
     let admin = admin_token(&config)?;
     let store: Arc<dyn enclave_store::Store> = Arc::new(open_store(&config).await?);
     let listen = config.listen;
@@ -284,6 +259,33 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     app.serve(listener, shutdown).await.context("server failed")?;
     drop(relay_task);
     Ok(exit::OK)
+}
+
+/// Starts the relay the cluster's egress proxy reads `relay` from, on `address`.
+async fn serve_relay(
+    args: &ServeArgs,
+    address: SocketAddr,
+    relay: Arc<enclave_egress::RelayRegistry>,
+) -> anyhow::Result<enclave_egress::RelayTask> {
+    let token = relay_token(args.relay_token_file.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for the relay on {address}"))?;
+    let tls = match (&args.relay_tls_cert, &args.relay_tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+            let key = Zeroizing::new(read(key)?);
+            Some(enclave_egress::relay_server_tls(&read(cert)?, &key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let task = enclave_egress::serve_relay(listener, relay, token, tls).context("cannot serve the relay")?;
+    eprintln!("  relay for the egress proxy on {scheme}://{}", task.address);
+    if scheme == "http" {
+        eprintln!("  the relay has no TLS (--relay-tls-cert/--relay-tls-key): binding secrets cross it in clear");
+    }
+    Ok(task)
 }
 
 /// The relay token: `ENCLAVE_RELAY_TOKEN`, else the file; at least 32 characters.

@@ -14,14 +14,16 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Address to listen on. Loopback by default: exposing the API is a deliberate act.
     pub listen: SocketAddr,
-    /// Backend sessions run on: `sim` or `docker`.
+    /// Backend sessions run on: `sim`, `docker` or `kube`.
     pub backend: String,
     /// How the simulator paces modelled time: `virtual` (instant) or `real-time`.
     pub sim_pace: SimPace,
-    /// On Docker, the owner label of this server's resources. At start the server reaps
-    /// every resource of its scope that no live session owns, so two servers sharing a
-    /// daemon need different scopes.
-    pub docker_scope: String,
+    /// On Docker and kube, the owner label of this server's resources. At start the
+    /// server reaps every resource of its scope that no live session owns, so two servers
+    /// sharing a daemon or a namespace need different scopes. (`docker_scope`, its
+    /// earlier name, is still read.)
+    #[serde(alias = "docker_scope")]
+    pub scope: String,
     /// Directory of the SQLite database (`enclave.db`).
     pub data_dir: PathBuf,
     /// File holding the secrets key (64 hex digits or base64 of 32 bytes). The
@@ -111,7 +113,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
             backend: "sim".into(),
             sim_pace: SimPace::Virtual,
-            docker_scope: "server".into(),
+            scope: "server".into(),
             data_dir: PathBuf::from(".enclave/server"),
             secret_key_file: None,
             admin_token_file: None,

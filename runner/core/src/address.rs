@@ -79,6 +79,8 @@ pub const METADATA_ENDPOINTS: &[(&str, &str)] = &[
     ("fd00:ec2::123", "AWS time sync (IPv6)"),
     ("168.63.129.16", "Azure wire server"),
     ("192.0.0.192", "Oracle Cloud metadata"),
+    ("fd00:c1::a9fe:a9fe", "Oracle Cloud instance metadata (IPv6)"),
+    ("fd20:ce::254", "GCP metadata server (IPv6)"),
     ("100.100.100.200", "Alibaba Cloud metadata"),
     ("169.254.0.23", "Tencent Cloud metadata"),
     ("169.254.42.42", "Scaleway metadata"),

@@ -128,6 +128,12 @@ pub enum DenyReason {
         /// The server name the ClientHello carried, if it carried one.
         sni: Option<String>,
     },
+    /// A tunnel admitted in a phase that ended (the clone's reach revoked, or the
+    /// session over) before its ClientHello came: the reach that admitted it is gone.
+    ReachEnded {
+        /// The phase that admitted it.
+        phase: EgressPhase,
+    },
     /// The request was malformed or ambiguous (framing, userinfo, missing authority).
     BadRequest {
         /// What was wrong.
@@ -163,6 +169,9 @@ impl fmt::Display for DenyReason {
                 write!(f, "the TLS ClientHello names {sni:?}, not the CONNECT host")
             }
             DenyReason::SniMismatch { sni: None } => f.write_str("the TLS ClientHello carries no server name"),
+            DenyReason::ReachEnded { phase } => {
+                write!(f, "the {phase} phase that admitted the tunnel ended before its ClientHello")
+            }
             DenyReason::BadRequest { detail } => write!(f, "malformed request: {detail}"),
             DenyReason::AuditUnavailable => f.write_str("the audit log cannot be written"),
         }

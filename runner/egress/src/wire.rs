@@ -35,6 +35,11 @@ pub(crate) fn check_raw_head(buf: &[u8]) -> Result<(), &'static str> {
         return Err("request head too large");
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not valid UTF-8")?;
+    // Lines end at CRLF only. hyper also ends a line at a bare LF, so a header behind
+    // one would be invisible to the checks below and seen by hyper.
+    if head.split("\r\n").any(|line| line.contains(['\r', '\n'])) {
+        return Err("a bare CR or LF in the request head");
+    }
     let mut lengths = 0;
     let mut encodings: Vec<&[u8]> = Vec::new();
     for line in head.split("\r\n").skip(1) {
@@ -242,6 +247,18 @@ mod tests {
         assert_eq!(raw("Content-Length : 3\r\n"), Err("whitespace before a header colon"));
         assert_eq!(raw("no colon here\r\n"), Err("header line without a colon"));
         assert_eq!(raw("TRANSFER-ENCODING:\tChunked \r\n"), Ok(()));
+        for bare in [
+            "X-A: 1\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            "X-A: 1\rX-B: 2\r\n",
+            "X-A: 1\n\nX-B: 2\r\n",
+        ] {
+            assert_eq!(raw(bare), Err("a bare CR or LF in the request head"), "{bare:?}");
+        }
+        assert_eq!(
+            check_raw_head(b"GET / HTTP/1.1\nHost: a\r\n\r\n"),
+            Err("a bare CR or LF in the request head"),
+            "in the request line"
+        );
         assert_eq!(check_raw_head(b"GET / HTTP/1.1\r\nHost: a"), Err("request head too large"));
         assert_eq!(check_raw_head(b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n"), Err("request head is not valid UTF-8"));
     }

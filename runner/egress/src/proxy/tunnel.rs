@@ -58,35 +58,38 @@ impl SessionProxy {
             _ => (Hello::Unreadable, Vec::new()),
         };
         let sni_ok = sni_names_host(&hello, &host);
+        // Watched from here on: a reach that ends (the clone's revoked, the session over)
+        // while the tunnel is dialled or open ends the tunnel.
+        let mut phase_rx = self.phase.subscribe();
+        let reach_held = *phase_rx.borrow_and_update() == Some(phase);
         // The CONNECT resolved the host once and took the one decision on that answer;
         // the answer is the one dialled. The ClientHello can only turn it into a deny:
-        // an allowed name whose ClientHello names another server is not that name.
-        let decision = if sni_ok {
-            decision
-        } else {
-            let sni = match hello {
-                Hello::ServerName(sni) => Some(sni),
-                _ => None,
-            };
-            Decision::Deny { reason: DenyReason::SniMismatch { sni } }
+        // an allowed name whose ClientHello names another server is not that name, and a
+        // reach that ended while the hello was awaited admits nothing.
+        let decision = match hello {
+            _ if !decision.is_allow() => decision,
+            Hello::ServerName(sni) if !sni_ok => Decision::Deny { reason: DenyReason::SniMismatch { sni: Some(sni) } },
+            _ if !sni_ok => Decision::Deny { reason: DenyReason::SniMismatch { sni: None } },
+            _ if !reach_held => Decision::Deny { reason: DenyReason::ReachEnded { phase } },
+            _ => decision,
         };
         let decision = self.record_decision(phase, &host, port, decision).await;
         if !decision.is_allow() {
             let _ = client.shutdown().await;
             return;
         }
-        let Some(mut upstream) = dial(&addrs, port).await else {
-            let _ = client.shutdown().await;
-            return;
+        let relay = async {
+            let Some(mut upstream) = dial(&addrs, port).await else { return };
+            if upstream.write_all(&first_bytes).await.is_err() {
+                return;
+            }
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         };
-        if upstream.write_all(&first_bytes).await.is_err() {
-            return;
-        }
-        let mut phase_rx = self.phase.subscribe();
+        // A tunnel lives only as long as the reach that admitted it, the dial included.
         tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-            // A tunnel lives only as long as the reach that admitted it.
+            biased;
             _ = phase_rx.wait_for(|now| *now != Some(phase)) => {}
+            () = relay => {}
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What the cross-crate suites share: the loopback servers of `enclave-test-servers`
 //! (re-exported, so a suite writes `common::Canary`), the in-process egress proxy, the
-//! Docker and clone helpers, a git server, and the fake Kubernetes API with its cluster
-//! and kubelet. Nothing here ever talks to an address the test did not create.
+//! Docker and clone helpers, a git server, and the fake Kubernetes API
+//! (`enclave-fake-kube`, re-exported as `common::fake_kube`) with its cluster and
+//! kubelet. Nothing here ever talks to an address the test did not create.
 
 #![allow(
     dead_code,
@@ -13,10 +14,10 @@
 
 pub mod clone;
 pub mod docker;
-pub mod fake_kube;
 pub mod git_server;
 pub mod kube_cluster;
 pub mod kubelet;
 pub mod proxy;
 
+pub use enclave_fake_kube as fake_kube;
 pub use enclave_test_servers::*;

@@ -4,7 +4,7 @@
 //! plays a scripted kubelet and Job controller for each Job created. Tests inject API
 //! failures, drop watches, and read back every request.
 
-#![allow(dead_code, reason = "shared by several test files; each uses a part")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support: a broken fake fails the test")]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -20,7 +20,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// How the scripted kubelet plays a session pod.
 #[derive(Debug, Clone)]
-pub(crate) enum PodScript {
+pub enum PodScript {
     /// The workload exits with this code.
     Exit(i32),
     /// The kernel OOM-kills the workload.
@@ -43,17 +43,17 @@ pub(crate) enum PodScript {
 
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Call {
+pub struct Call {
     /// HTTP method.
-    pub(crate) method: String,
+    pub method: String,
     /// Resource kind (plural, e.g. `jobs`).
-    pub(crate) kind: String,
+    pub kind: String,
     /// Object name, if any.
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     /// Whether it was a watch.
-    pub(crate) watch: bool,
+    pub watch: bool,
     /// Status code returned.
-    pub(crate) status: u16,
+    pub status: u16,
 }
 
 struct Event {
@@ -100,9 +100,11 @@ type CloneDone = Arc<dyn Fn(&str) -> futures::future::BoxFuture<'static, ()> + S
 
 /// What a kubelet is given to run a pod's init container: the pod as stored (its spec as
 /// the backend submitted it) and every Secret of the namespace at that moment.
-pub(crate) struct InitRun {
-    pub(crate) pod: Value,
-    pub(crate) secrets: Vec<Value>,
+pub struct InitRun {
+    /// The pod as stored.
+    pub pod: Value,
+    /// Every Secret of the namespace when the init container starts.
+    pub secrets: Vec<Value>,
 }
 
 /// Runs an init container; returns its exit code. Dropped (so its process is killed) when
@@ -111,7 +113,7 @@ type CloneRunner = Arc<dyn Fn(InitRun) -> futures::future::BoxFuture<'static, i3
 
 /// The fake API server. Cheap to clone; all clones share one cluster.
 #[derive(Clone, Default)]
-pub(crate) struct FakeKube {
+pub struct FakeKube {
     state: Arc<Mutex<State>>,
     release: Arc<Notify>,
     running: Arc<Notify>,
@@ -163,7 +165,7 @@ fn api_version(kind: &str) -> (&'static str, &'static str) {
 impl FakeKube {
     /// A fake cluster whose next Job plays `script`, with `clone_exit` for its clone
     /// container (if the pod has one) and `logs` as the workload's output.
-    pub(crate) fn new(script: PodScript, clone_exit: Option<i32>, logs: Vec<u8>) -> Self {
+    pub fn new(script: PodScript, clone_exit: Option<i32>, logs: Vec<u8>) -> Self {
         let fake = Self::default();
         fake.lock().script = Some((script, clone_exit, logs));
         fake
@@ -174,7 +176,7 @@ impl FakeKube {
     }
 
     /// A kube client talking to this fake.
-    pub(crate) fn client(&self) -> kube::Client {
+    pub fn client(&self) -> kube::Client {
         let fake = self.clone();
         let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
             let fake = fake.clone();
@@ -184,7 +186,7 @@ impl FakeKube {
     }
 
     /// The next `count` requests of `method` on `kind` fail with `code`.
-    pub(crate) fn fail_next(&self, method: &str, kind: &str, code: u16, count: usize) {
+    pub fn fail_next(&self, method: &str, kind: &str, code: u16, count: usize) {
         let mut state = self.lock();
         for _ in 0..count {
             state.faults.push((method.to_owned(), kind.to_owned(), code));
@@ -192,18 +194,18 @@ impl FakeKube {
     }
 
     /// Ends every open watch, as an API server restart or a load balancer would.
-    pub(crate) fn drop_watches(&self) {
+    pub fn drop_watches(&self) {
         self.lock().watches.clear();
     }
 
     /// Session pods get this address (from the moment they exist, as a CNI assigns it
     /// before init containers run).
-    pub(crate) fn set_pod_ip(&self, ip: &str) {
+    pub fn set_pod_ip(&self, ip: &str) {
         self.lock().pod_ip = Some(ip.to_owned());
     }
 
     /// Runs `hook` with the session id when a clone succeeds, before its container exits.
-    pub(crate) fn on_clone_done(
+    pub fn on_clone_done(
         &self,
         hook: impl Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
     ) {
@@ -213,7 +215,7 @@ impl FakeKube {
     /// Runs each session pod's clone init container with `runner` (a real process), its
     /// exit code becoming the container's. The clone then reports its end itself, as
     /// the real one does; `on_clone_done` is not called.
-    pub(crate) fn run_clones_with(
+    pub fn run_clones_with(
         &self,
         runner: impl Fn(InitRun) -> futures::future::BoxFuture<'static, i32> + Send + Sync + 'static,
     ) {
@@ -226,34 +228,34 @@ impl FakeKube {
     }
 
     /// Keeps the clone container running until `finish_clone`.
-    pub(crate) fn hold_clone(&self) {
+    pub fn hold_clone(&self) {
         self.lock().hold_clone = true;
     }
 
     /// Completes once a held clone container is running.
-    pub(crate) async fn clone_running(&self) {
+    pub async fn clone_running(&self) {
         self.clone_running.notified().await;
     }
 
     /// Lets a held clone container exit with `code`.
-    pub(crate) fn finish_clone(&self, code: i32) {
+    pub fn finish_clone(&self, code: i32) {
         self.lock().held_clone_exit = Some(code);
         self.clone_release.notify_one();
     }
 
     /// Reports the workload's start only when `report_workload` is called.
-    pub(crate) fn hold_workload_status(&self) {
+    pub fn hold_workload_status(&self) {
         self.lock().hold_workload_status = true;
     }
 
     /// Lets the API report a held workload start.
-    pub(crate) fn report_workload(&self) {
+    pub fn report_workload(&self) {
         self.workload_status.notify_one();
     }
 
     /// Gives every session pod this address now (a pod whose address the API reports
     /// late).
-    pub(crate) fn assign_pod_ip(&self, ip: &str) {
+    pub fn assign_pod_ip(&self, ip: &str) {
         let mut state = self.lock();
         state.pod_ip = Some(ip.to_owned());
         let pods: Vec<Value> = state.objects.iter().filter(|((k, _), _)| k == "pods").map(|(_, o)| o.clone()).collect();
@@ -265,33 +267,33 @@ impl FakeKube {
     }
 
     /// Lets a `RunsUntilReleased` workload exit.
-    pub(crate) fn release(&self) {
+    pub fn release(&self) {
         self.release.notify_one();
     }
 
     /// Completes once a session pod's workload is running.
-    pub(crate) async fn running(&self) {
+    pub async fn running(&self) {
         self.running.notified().await;
     }
 
     /// Every request so far.
-    pub(crate) fn calls(&self) -> Vec<Call> {
+    pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
 
     /// Names of the objects of `kind` that exist now.
-    pub(crate) fn names(&self, kind: &str) -> Vec<String> {
+    pub fn names(&self, kind: &str) -> Vec<String> {
         self.lock().objects.keys().filter(|(k, _)| k == kind).map(|(_, n)| n.clone()).collect()
     }
 
     /// Stores an object as if another client had created it.
-    pub(crate) fn insert(&self, kind: &str, object: Value) {
+    pub fn insert(&self, kind: &str, object: Value) {
         let mut state = self.lock();
         state.put(kind, object, "ADDED");
     }
 
     /// The number of open watches.
-    pub(crate) fn open_watches(&self) -> usize {
+    pub fn open_watches(&self) -> usize {
         let mut state = self.lock();
         state.watches.retain(|w| !w.sender.is_closed());
         state.watches.len()
@@ -299,7 +301,7 @@ impl FakeKube {
 
     /// Serves this fake over plain HTTP on a loopback port, for a process that reads a
     /// kubeconfig (`server: http://ADDR`).
-    pub(crate) async fn serve_tcp(&self) -> std::net::SocketAddr {
+    pub async fn serve_tcp(&self) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake API");
         let address = listener.local_addr().expect("address");
         let fake = self.clone();

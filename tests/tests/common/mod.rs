@@ -1,5 +1,5 @@
 //! What the cross-crate suites share: the loopback servers of `enclave-test-servers`
-//! (re-exported, so a suite writes `common::Canary`), the in-process egress proxy, the
+//! (re-exported, so a suite writes `common::Canary`), the
 //! Docker and clone helpers, a git server, and the fake Kubernetes API
 //! (`enclave-fake-kube`, re-exported as `common::fake_kube`) with its cluster and
 //! kubelet. Nothing here ever talks to an address the test did not create.
@@ -17,7 +17,6 @@ pub mod docker;
 pub mod git_server;
 pub mod kube_cluster;
 pub mod kubelet;
-pub mod proxy;
 
 pub use enclave_fake_kube as fake_kube;
 pub use enclave_test_servers::*;

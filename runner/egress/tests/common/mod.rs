@@ -1,8 +1,8 @@
-//! The egress proxy of one session, in process, for this crate's proxy suite: its
-//! records go to a channel the test reads. (The cross-crate suites in `tests/` have the
-//! same harness in their `common/proxy.rs`; this crate's tests cannot depend on those.)
+//! The egress proxy of one session, in process, for this crate's proxy suites (the
+//! proxy's own, and the red team's): its records go to a channel the test reads.
 
 #![allow(unreachable_pub, reason = "test support, not public API")]
+#![allow(dead_code, reason = "shared by several test binaries; each uses a part")]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -35,6 +35,11 @@ pub struct ProxySetup {
     pub phase: EgressPhase,
     /// Refuse every record.
     pub broken_audit: bool,
+}
+
+/// A loopback listener for a test's proxy.
+pub async fn proxy_listener() -> TcpListener {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind proxy")
 }
 
 /// Serves `setup` on `listener`, trusting upstreams signed by `ca`; the proxy and the

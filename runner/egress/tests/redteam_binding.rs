@@ -20,10 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::proxy::{ProxySetup, serve_proxy};
-use common::{Canary, RawReply, TestCa};
+use common::{ProxySetup, serve_proxy};
 use enclave_core::{BackendEvent, EgressPhase, Plan, Policy, Redactor, Secret};
 use enclave_egress::{ProxyTask, StaticResolver};
+use enclave_test_servers::{Canary, RawReply, TestCa};
 use futures::channel::mpsc;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,7 +77,7 @@ spec:
         ports: [{port}]
 {binding}"#,
         port = api.port(),
-        binding = common::api_binding_yaml(api.port()),
+        binding = enclave_test_servers::api_binding_yaml(api.port()),
     );
     let parsed = enclave_spec::parse("inline.yaml", yaml.as_bytes()).unwrap_or_else(|e| panic!("{:#?}", e.errors));
     let policy = Policy { host_loopback: vec!["127.0.0.0/8".parse().unwrap()], ..Policy::default() };

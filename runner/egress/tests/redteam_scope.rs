@@ -20,10 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::proxy::{ProxySetup, proxy_listener, serve_proxy};
-use common::{Canary, RawReply, TestCa};
+use common::{ProxySetup, proxy_listener, serve_proxy};
 use enclave_core::{BackendEvent, BindingPlan, EgressPhase, Plan, Policy, check_binding_scope};
 use enclave_egress::{ProxyTask, StaticResolver};
+use enclave_test_servers::{Canary, RawReply, TestCa};
 use futures::channel::mpsc;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -46,7 +46,7 @@ spec:
       - cidr: 127.0.0.2/32
         ports: [{port}]
 {binding}"#,
-        binding = common::api_binding_yaml(port),
+        binding = enclave_test_servers::api_binding_yaml(port),
     )
 }
 

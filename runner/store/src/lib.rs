@@ -1,6 +1,7 @@
 //! Enclave's persistence: tenants and their tokens, sessions and results, session
 //! events (log lines included, bounded per session), artifacts, the append-only audit
-//! chain, and tenants' secrets sealed at rest.
+//! chain, tenants' secrets sealed at rest, and GitHub webhook deliveries (the
+//! idempotency keys and the queue of work).
 //!
 //! Main design decision: one [`Store`] trait that says what is kept, with SQLite
 //! ([`SqliteStore`], embedded, WAL mode, migrations compiled in) as the default, so a
@@ -23,8 +24,8 @@ mod token;
 pub use cipher::SecretKey;
 pub use error::StoreError;
 pub use model::{
-    ACTIVE_STATES, ArtifactManifest, Authentication, NewSession, SessionQuery, StateCount, StoredEvent, StoredSession,
-    Tenant, TenantId, TenantLimits,
+    ACTIVE_STATES, ArtifactManifest, Authentication, DeliveryAccepted, NewDelivery, NewSession, SessionQuery,
+    StateCount, StoredDelivery, StoredEvent, StoredSession, Tenant, TenantId, TenantLimits,
 };
 pub use sqlite::{SqliteStore, StoreOptions};
 pub use store::Store;

@@ -138,3 +138,45 @@ pub struct ArtifactManifest {
 
 /// States of a session that has not ended.
 pub const ACTIVE_STATES: [&str; 3] = ["pending", "cloning", "running"];
+
+/// A verified GitHub webhook delivery, to keep before it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// `X-GitHub-Delivery`: the same on a redelivery, so the idempotency key.
+    pub id: String,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// The JSON payload, as received.
+    pub payload: Vec<u8>,
+    /// When it was received, unix ms.
+    pub received_ms: i64,
+}
+
+/// A kept delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDelivery {
+    /// Its id.
+    pub id: String,
+    /// Its event.
+    pub event: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// When it was received, unix ms.
+    pub received_ms: i64,
+    /// What processing it came to (`None` while pending).
+    pub outcome: Option<String>,
+}
+
+/// What keeping a delivery came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryAccepted {
+    /// New, and queued (pending).
+    Queued,
+    /// Kept before (a replay or a redelivery): nothing is queued again.
+    Duplicate,
+    /// The queue holds `limit` pending deliveries already; nothing was kept.
+    QueueFull {
+        /// The limit.
+        limit: u64,
+    },
+}

@@ -17,12 +17,13 @@ use sqlx::{Row as _, SqlSafeStr as _, SqlitePool};
 use crate::cipher::SecretKey;
 use crate::error::StoreError;
 use crate::model::{
-    ArtifactManifest, Authentication, NewSession, SessionQuery, StateCount, StoredEvent, StoredSession, Tenant,
-    TenantId, TenantLimits,
+    ArtifactManifest, Authentication, DeliveryAccepted, NewDelivery, NewSession, SessionQuery, StateCount,
+    StoredDelivery, StoredEvent, StoredSession, Tenant, TenantId, TenantLimits,
 };
 use crate::store::Store;
 use crate::token::{self, IssuedToken};
 
+mod deliveries;
 mod rows;
 
 use rows::{SESSION_COLUMNS, event_from, event_kind, session_from, tenant_from, to_i64, to_u64};
@@ -56,13 +57,13 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &str, sql: &'static str| {
+        Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "initial", include_str!("../migrations/0001_initial.sql")),
+        migration(2, "github deliveries", include_str!("../migrations/0002_github_deliveries.sql")),
+    ])
 }
 
 impl SqliteStore {
@@ -541,5 +542,21 @@ impl Store for SqliteStore {
                 Ok((name, value))
             })
             .collect()
+    }
+
+    async fn accept_delivery(&self, delivery: &NewDelivery, max_pending: u64) -> Result<DeliveryAccepted, StoreError> {
+        self.insert_delivery(delivery, max_pending).await
+    }
+
+    async fn pending_deliveries(&self, limit: u32) -> Result<Vec<StoredDelivery>, StoreError> {
+        self.select_pending_deliveries(limit).await
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<StoredDelivery>, StoreError> {
+        self.select_delivery(id).await
+    }
+
+    async fn finish_delivery(&self, id: &str, outcome: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.mark_delivery_done(id, outcome, now_ms).await
     }
 }

@@ -5,8 +5,8 @@ use enclave_core::{ArtifactBundle, AuditRecord, Secret, SessionId, SessionResult
 
 use crate::error::StoreError;
 use crate::model::{
-    ArtifactManifest, Authentication, NewSession, SessionQuery, StateCount, StoredEvent, StoredSession, Tenant,
-    TenantId, TenantLimits,
+    ArtifactManifest, Authentication, DeliveryAccepted, NewDelivery, NewSession, SessionQuery, StateCount,
+    StoredDelivery, StoredEvent, StoredSession, Tenant, TenantId, TenantLimits,
 };
 use crate::token::IssuedToken;
 
@@ -77,4 +77,15 @@ pub trait Store: Send + Sync {
     /// A tenant's secrets, opened: for the session's secret store (clone step, egress
     /// proxy, redaction) only.
     async fn open_secrets(&self, tenant: &TenantId) -> Result<Vec<(String, Secret)>, StoreError>;
+
+    /// Keeps a verified webhook delivery as pending, unless one with its id was kept
+    /// before (any state) or `max_pending` deliveries are pending already (checked and
+    /// inserted atomically).
+    async fn accept_delivery(&self, delivery: &NewDelivery, max_pending: u64) -> Result<DeliveryAccepted, StoreError>;
+    /// Pending deliveries, oldest first, at most `limit` (the queue, after a restart too).
+    async fn pending_deliveries(&self, limit: u32) -> Result<Vec<StoredDelivery>, StoreError>;
+    /// A kept delivery by id.
+    async fn delivery(&self, id: &str) -> Result<Option<StoredDelivery>, StoreError>;
+    /// Marks a pending delivery processed, with what it came to. Its id stays kept.
+    async fn finish_delivery(&self, id: &str, outcome: &str, now_ms: i64) -> Result<(), StoreError>;
 }

@@ -1,6 +1,7 @@
 //! The SQLite store against a real database file: what the database itself refuses
 //! (audit changes), tokens and their expiry, atomic tenant ceilings, bounded logs,
-//! secrets sealed at rest, cursor pagination.
+//! secrets sealed at rest, cursor pagination, webhook deliveries kept once and queued
+//! within their bound.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -8,7 +9,8 @@ use enclave_core::{
     AuditChain, AuditEvent, Secret, SessionEvent, SessionId, SessionStatus, Stream, TimedEvent, verify_jsonl,
 };
 use enclave_store::{
-    Authentication, NewSession, SecretKey, SessionQuery, SqliteStore, Store, StoreError, StoreOptions, TenantLimits,
+    Authentication, DeliveryAccepted, NewDelivery, NewSession, SecretKey, SessionQuery, SqliteStore, Store, StoreError,
+    StoreOptions, TenantLimits,
 };
 
 async fn open(dir: &tempfile::TempDir, options: StoreOptions) -> SqliteStore {
@@ -244,4 +246,74 @@ async fn secrets_are_sealed_at_rest_and_need_the_key() {
     drop(keyless);
     let wrong_key = open(&dir, StoreOptions { secret_key: Some(key()), ..Default::default() }).await;
     assert!(matches!(wrong_key.open_secrets(&tenant.id).await, Err(StoreError::SecretUnreadable { .. })));
+}
+
+fn delivery(id: &str, received_ms: i64) -> NewDelivery {
+    NewDelivery {
+        id: id.to_owned(),
+        event: "push".into(),
+        payload: br#"{"ref":"refs/heads/main"}"#.to_vec(),
+        received_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_is_kept_once_whatever_its_state_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, StoreOptions::default()).await;
+    assert_eq!(store.accept_delivery(&delivery("d-1", 10), 8).await.unwrap(), DeliveryAccepted::Queued);
+    assert_eq!(store.accept_delivery(&delivery("d-1", 11), 8).await.unwrap(), DeliveryAccepted::Duplicate);
+    assert_eq!(store.accept_delivery(&delivery("d-2", 12), 8).await.unwrap(), DeliveryAccepted::Queued);
+    drop(store);
+    // The queue is what the database holds: a restart finds it, oldest first.
+    let store = open(&dir, StoreOptions::default()).await;
+    let pending = store.pending_deliveries(10).await.unwrap();
+    assert_eq!(pending.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d-1", "d-2"]);
+    assert_eq!(pending[0].payload, delivery("d-1", 10).payload, "kept as received");
+    store.finish_delivery("d-1", "ran 2 specs", 20).await.unwrap();
+    let done = store.delivery("d-1").await.unwrap().unwrap();
+    assert_eq!(done.outcome.as_deref(), Some("ran 2 specs"));
+    assert_eq!(store.pending_deliveries(10).await.unwrap().len(), 1);
+    // A processed delivery redelivered by GitHub (same id) starts nothing again.
+    assert_eq!(store.accept_delivery(&delivery("d-1", 30), 8).await.unwrap(), DeliveryAccepted::Duplicate);
+    assert_eq!(store.pending_deliveries(10).await.unwrap().len(), 1);
+    // Finishing twice keeps the first outcome.
+    store.finish_delivery("d-1", "again", 40).await.unwrap();
+    assert_eq!(store.delivery("d-1").await.unwrap().unwrap().outcome.as_deref(), Some("ran 2 specs"));
+    assert!(store.delivery("d-unknown").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_never_overfill_the_queue_or_keep_an_id_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(&dir, StoreOptions::default()).await);
+    // 16 distinct ids and each sent twice, at once, into a queue of 5.
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.accept_delivery(&delivery(&format!("d-{:02}", i % 16), i), 5).await })
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            DeliveryAccepted::Queued => queued.push(()),
+            DeliveryAccepted::Duplicate => {}
+            DeliveryAccepted::QueueFull { limit } => assert_eq!(limit, 5),
+        }
+    }
+    assert_eq!(queued.len(), 5);
+    let pending = store.pending_deliveries(100).await.unwrap();
+    assert_eq!(pending.len(), 5);
+    let mut ids: Vec<&str> = pending.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "an id kept twice: {ids:?}");
+    // A processed delivery frees its place.
+    store.finish_delivery(&pending[0].id, "done", 100).await.unwrap();
+    assert_eq!(store.accept_delivery(&delivery("d-new", 101), 5).await.unwrap(), DeliveryAccepted::Queued);
+    assert_eq!(
+        store.accept_delivery(&delivery("d-newer", 102), 5).await.unwrap(),
+        DeliveryAccepted::QueueFull { limit: 5 }
+    );
 }

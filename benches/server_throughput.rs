@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enclave_server::{App, ServerConfig};
+use enclave_server::{App, Credentials, ServerConfig};
 use enclave_sim::SimBackend;
 use enclave_store::{SqliteStore, Store, StoreOptions, TenantLimits};
 use serde_json::{Value, json};
@@ -71,7 +71,7 @@ async fn start(backend: Arc<SimBackend>, dir: &std::path::Path) -> (String, Stri
     let mut config = ServerConfig::default();
     config.limits.requests_per_second = 1_000_000;
     config.limits.request_burst = 1_000_000;
-    let app = App::new(config, store, backend, Some("bench-admin")).await.expect("app");
+    let app = App::new(config, store, backend, Credentials::admin("bench-admin")).await.expect("app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(app.serve(listener, futures::future::pending()));

@@ -44,7 +44,14 @@ request_burst = 100000
 [limits.tenant_defaults]
 maxConcurrent = 100000
 dailySessions = 100000000
+
+# The webhook is configured, so the fuzzer meets its refusals (unsigned, forged, wrong
+# content type), not only "not configured".
+[github]
+app_id = 1
+webhook_secret_file = "$WORK/webhook-secrets"
 TOML
+python3 -c 'import secrets; print(secrets.token_hex(32))' > "$WORK/webhook-secrets"
 
 export ENCLAVE_CONFIG="$WORK/enclave.toml"
 export ENCLAVE_DATA_DIR="$WORK/data"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use enclave_server::{App, ServerConfig, SimPace};
+use enclave_server::{App, Credentials, ServerConfig, SimPace, WebhookSecrets};
 use enclave_store::{SecretKey, SqliteStore, Store as _, StoreOptions};
 use zeroize::Zeroizing;
 
@@ -114,7 +114,21 @@ fn load_config(store: &StoreArgs) -> anyhow::Result<ServerConfig> {
     if let Some(file) = &store.secret_key_file {
         config.secret_key_file = Some(file.clone());
     }
+    config.github.apply_env(|name| std::env::var(name).ok())?;
     Ok(config)
+}
+
+/// GitHub's webhook secrets, from `[github] webhook_secret_file` (none when unset).
+fn webhook_secrets(config: &ServerConfig) -> anyhow::Result<WebhookSecrets> {
+    let Some(path) = &config.github.webhook_secret_file else { return Ok(WebhookSecrets::default()) };
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the webhook secrets {}", path.display()))?,
+    );
+    let secrets = WebhookSecrets::from_file_text(&text);
+    if secrets.is_empty() {
+        bail!("the webhook secret file {} holds no secret (one per line)", path.display());
+    }
+    Ok(secrets)
 }
 
 /// The secrets key: `ENCLAVE_SECRET_KEY`, else the configured file, else none.
@@ -235,9 +249,18 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     };
     let backend = backends::build(setup).await?.backend;
     let admin = admin_token(&config)?;
+    let credentials =
+        Credentials { admin_token: admin.as_deref().cloned(), webhook_secrets: webhook_secrets(&config)? };
+    let github = match (config.github.app_id, credentials.webhook_secrets.is_empty()) {
+        (Some(app), false) => format!(
+            "  GitHub webhooks on /v1/github/webhook for App {app}: deliveries are verified and queued (running \
+             them is not built yet)"
+        ),
+        _ => "  GitHub webhooks off (set [github] app_id and webhook_secret_file to enable)".to_owned(),
+    };
     let store: Arc<dyn enclave_store::Store> = Arc::new(open_store(&config).await?);
     let listen = config.listen;
-    let app = App::new(config, store, backend.clone(), admin.as_deref().map(String::as_str)).await?;
+    let app = App::new(config, store, backend.clone(), credentials).await?;
     for id in &app.reconciled().sessions {
         eprintln!("reconciled: session {id} was running when the server stopped; ended as infra_lost");
     }
@@ -250,6 +273,7 @@ async fn serve_async(args: &ServeArgs) -> anyhow::Result<u8> {
     if admin.is_none() {
         eprintln!("  admin endpoints disabled (set ENCLAVE_ADMIN_TOKEN or admin_token_file to enable)");
     }
+    eprintln!("{github}");
     let shutdown = async {
         // If Ctrl-C cannot be watched, serve until killed.
         if tokio::signal::ctrl_c().await.is_err() {

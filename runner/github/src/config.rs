@@ -34,6 +34,9 @@ pub struct GithubConfig {
     pub auto_tenants: bool,
     /// Whether a new push to a pull request cancels its sessions for the older head.
     pub cancel_superseded: bool,
+    /// Most verified deliveries waiting to be processed; when the queue is full a
+    /// delivery is answered 503, so GitHub shows it failed and it can be redelivered.
+    pub queue_limit: u64,
 }
 
 impl Default for GithubConfig {
@@ -48,6 +51,7 @@ impl Default for GithubConfig {
             installation_tenants: BTreeMap::new(),
             auto_tenants: true,
             cancel_superseded: true,
+            queue_limit: 256,
         }
     }
 }
@@ -97,6 +101,9 @@ impl GithubConfig {
         }
         if let Some(pair) = get("cancel_superseded") {
             self.cancel_superseded = parse_bool(&pair.1).ok_or_else(|| bad(pair, "true or false"))?;
+        }
+        if let Some(pair) = get("queue_limit") {
+            self.queue_limit = pair.1.trim().parse().map_err(|_| bad(pair, "a number of deliveries"))?;
         }
         Ok(())
     }
@@ -192,6 +199,7 @@ cancel_superseded = false
                 ("ENCLAVE_GITHUB_INSTALLATION_TENANTS", "1=a, 2=b"),
                 ("ENCLAVE_GITHUB_AUTO_TENANTS", "false"),
                 ("ENCLAVE_GITHUB_CANCEL_SUPERSEDED", "0"),
+                ("ENCLAVE_GITHUB_QUEUE_LIMIT", "12"),
             ]))
             .unwrap();
         assert_eq!(config.app_id, Some(99));
@@ -202,6 +210,7 @@ cancel_superseded = false
         assert_eq!(config.fork_policy, ForkPolicy::Never);
         assert_eq!(config.installation_tenants, BTreeMap::from([(1, "a".into()), (2, "b".into())]));
         assert!(!config.auto_tenants && !config.cancel_superseded);
+        assert_eq!(config.queue_limit, 12);
     }
 
     #[test]
@@ -211,6 +220,7 @@ cancel_superseded = false
             ("ENCLAVE_GITHUB_FORK_POLICY", "open"),
             ("ENCLAVE_GITHUB_INSTALLATION_TENANTS", "1=a,2"),
             ("ENCLAVE_GITHUB_AUTO_TENANTS", "maybe"),
+            ("ENCLAVE_GITHUB_QUEUE_LIMIT", "-1"),
         ] {
             let err = GithubConfig::default().apply_env(env(&[(key, value)])).unwrap_err();
             assert!(err.to_string().starts_with(&format!("{key}=")), "{err}");

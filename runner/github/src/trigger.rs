@@ -79,6 +79,18 @@ pub enum Trigger {
     },
 }
 
+impl Trigger {
+    /// The repository and commit the trigger is about (`None` for a ping or nothing).
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Trigger::RunAll { target, .. } | Trigger::Rerun { target, .. } | Trigger::Action { target, .. } => {
+                Some(target)
+            }
+            Trigger::Ping | Trigger::Ignored { .. } => None,
+        }
+    }
+}
+
 /// A payload that does not read as the event it claims to be.
 #[derive(Debug, thiserror::Error)]
 #[error("the {event} payload is not readable")]

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Ceilings on what a spec may ask for.
     pub policy: PolicyLimits,
+    /// The GitHub App (`[github]`; each key also `ENCLAVE_GITHUB_<KEY>`). Webhooks are
+    /// answered 503 until `app_id` and `webhook_secret_file` are set.
+    pub github: enclave_github::GithubConfig,
 }
 
 /// How the simulator paces modelled time.
@@ -119,6 +122,7 @@ impl Default for ServerConfig {
             admin_token_file: None,
             limits: Limits::default(),
             policy: PolicyLimits::default(),
+            github: enclave_github::GithubConfig::default(),
         }
     }
 }

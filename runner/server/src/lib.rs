@@ -31,8 +31,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use enclave_core::{Backend, Policy};
+pub use enclave_github::WebhookSecrets;
 use enclave_store::{Store, StoreError};
 
+pub use api::github::{DeliveryAnswer, DeliveryOutcome};
 pub use auth::{AdminAuth, TenantAuth};
 pub use config::{Limits, PolicyLimits, ServerConfig, SimPace};
 pub use error::{ApiError, ErrorBody};
@@ -51,6 +53,24 @@ pub(crate) struct AppState {
     pub(crate) rate_limit: auth::TenantRateLimit,
     pub(crate) admin_token: Option<auth::AdminToken>,
     pub(crate) streams: api::events::OpenStreams,
+    pub(crate) webhook: api::github::Webhook,
+}
+
+/// The secrets a server is started with, read by the caller from where the operator
+/// keeps them (files, the environment).
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// Enables the admin endpoints.
+    pub admin_token: Option<String>,
+    /// GitHub's webhook secrets (`[github] webhook_secret_file`).
+    pub webhook_secrets: WebhookSecrets,
+}
+
+impl Credentials {
+    /// An admin token and nothing else.
+    pub fn admin(token: &str) -> Self {
+        Self { admin_token: Some(token.to_owned()), ..Self::default() }
+    }
 }
 
 /// A server ready to serve: sessions left running by a previous process reconciled.
@@ -64,13 +84,12 @@ pub struct App {
 const STOP_GRACE: Duration = Duration::from_secs(60);
 
 impl App {
-    /// Reconciles the store with the backend, then builds the router. `admin_token`
-    /// enables the admin endpoints.
+    /// Reconciles the store with the backend, then builds the router.
     pub async fn new(
         config: ServerConfig,
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
-        admin_token: Option<&str>,
+        credentials: Credentials,
     ) -> Result<Self, StoreError> {
         let reconciled = reconcile(store.as_ref(), &backend).await?;
         let metrics = Arc::new(metrics::Metrics::default());
@@ -78,7 +97,8 @@ impl App {
         let state = Arc::new(AppState {
             policy: config.policy.policy(),
             rate_limit: auth::TenantRateLimit::new(config.limits.requests_per_second, config.limits.request_burst),
-            admin_token: admin_token.filter(|t| !t.trim().is_empty()).map(auth::AdminToken::new),
+            admin_token: credentials.admin_token.as_deref().filter(|t| !t.trim().is_empty()).map(auth::AdminToken::new),
+            webhook: api::github::Webhook::new(&config.github, credentials.webhook_secrets),
             streams: api::events::OpenStreams::default(),
             runner: runner.clone(),
             metrics,
@@ -152,7 +172,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/sessions/{id}/artifacts.tar", get(api::records::artifacts_tar))
         .route("/secrets", get(api::admin::list_secrets))
         .route("/secrets/{name}", put(api::admin::put_secret))
-        .route("/admin/tenants", post(api::admin::create_tenant).get(api::admin::list_tenants));
+        .route("/admin/tenants", post(api::admin::create_tenant).get(api::admin::list_tenants))
+        // Its own body limit: the handler reads the body itself, up to GitHub's maximum.
+        .route("/github/webhook", post(api::github::webhook));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(api::health::healthz))

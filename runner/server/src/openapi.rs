@@ -8,6 +8,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::api::admin::{NewTenant, SecretNames, TenantCreated};
+use crate::api::github::DeliveryAnswer;
 use crate::api::records::{Logs, Verification};
 use crate::error::ErrorBody;
 use crate::view::{Created, Session, SessionPage};
@@ -246,6 +247,40 @@ pub fn openapi() -> Value {
         json!({ "operationId": "listTenants", "summary": "List tenants (admin)", "security": secured,
                 "responses": admin_errors(&mut b, map(vec![("200", ok)])) })
     };
+    let github_webhook = {
+        let header = |name: &str, description: &str| {
+            json!({ "name": name, "in": "header", "required": true, "description": description,
+                    "schema": { "type": "string" } })
+        };
+        let responses = map(vec![
+            ("200", b.json::<DeliveryAnswer>("A ping, or a delivery id kept before (nothing is done again)")),
+            ("202", b.json::<DeliveryAnswer>("Queued to be processed, or ignored (the reason says why)")),
+            ("400", b.error("A header GitHub always sends is missing, or the payload does not read")),
+            ("401", b.error("Unsigned, SHA-1 only, or the signature does not verify")),
+            ("408", b.error("The body did not arrive within 10 s")),
+            ("413", b.error("The body is over 25 MB, GitHub's maximum")),
+            ("415", b.error("Neither application/json nor application/x-www-form-urlencoded")),
+            ("500", b.error("Internal error (details in the server log only)")),
+            ("503", b.error("GitHub is not configured, too many bodies are being read, or the queue is full")),
+        ]);
+        json!({
+            "operationId": "githubWebhook",
+            "summary": "Receive a GitHub App webhook delivery (signed with X-Hub-Signature-256; no bearer token)",
+            "description": "The signature is checked over the raw body before anything is parsed. Deliveries \
+                            that ask for runs are kept by their X-GitHub-Delivery id and queued; processing the \
+                            queue into sessions and check runs is not built yet.",
+            "parameters": [
+                header("X-Hub-Signature-256", "sha256= and the HMAC-SHA256 of the body under a webhook secret"),
+                header("X-GitHub-Event", "The event: ping, push, pull_request, check_suite, check_run, ..."),
+                header("X-GitHub-Delivery", "The delivery's GUID, the same on a redelivery"),
+            ],
+            "requestBody": { "required": true, "content": {
+                "application/json": { "schema": { "type": "object", "description": "GitHub's event payload" } },
+                "application/x-www-form-urlencoded": { "schema": { "type": "object",
+                    "properties": { "payload": { "type": "string" } } } } } },
+            "responses": Value::Object(responses),
+        })
+    };
     let not_ready = b.error("The store is not reachable");
     let metrics_error = b.error("The store is not reachable");
 
@@ -270,6 +305,7 @@ pub fn openapi() -> Value {
             "/v1/secrets": { "get": list_secrets },
             "/v1/secrets/{name}": { "put": put_secret },
             "/v1/admin/tenants": { "post": create_tenant, "get": list_tenants },
+            "/v1/github/webhook": { "post": github_webhook },
             "/healthz": { "get": { "operationId": "healthz", "summary": "Liveness",
                                    "responses": { "200": text("ok", "text/plain") } } },
             "/readyz": { "get": { "operationId": "readyz", "summary": "Readiness (the store answers)",

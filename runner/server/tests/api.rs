@@ -20,7 +20,7 @@ use enclave_core::{
     Backend, BackendError, BackendEvent, BackendEvents, Capabilities, Observation, Plan, RunHandle, SecretStore,
     SessionId, Stream, TeardownReport,
 };
-use enclave_server::{App, Reconciled, ServerConfig};
+use enclave_server::{App, Credentials, Reconciled, ServerConfig};
 use enclave_sim::SimBackend;
 use enclave_store::{SecretKey, SqliteStore, Store, StoreOptions};
 use eventsource_stream::Eventsource as _;
@@ -55,7 +55,7 @@ impl Server {
         runtime.spawn(async move {
             let options = StoreOptions { secret_key: Some(key), ..StoreOptions::default() };
             let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, options).await.unwrap());
-            let app = App::new(config, store, backend, Some(ADMIN)).await.unwrap();
+            let app = App::new(config, store, backend, Credentials::admin(ADMIN)).await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tx.send((addr, app.reconciled().clone())).unwrap();

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use enclave_server::{App, ServerConfig, openapi, openapi_json};
+use enclave_server::{App, Credentials, ServerConfig, openapi, openapi_json};
 use enclave_sim::SimBackend;
 use enclave_store::{SqliteStore, Store, StoreOptions};
 use serde_json::{Value, json};
@@ -65,7 +65,9 @@ async fn every_documented_operation_is_routed_and_responses_match_their_schemas(
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("enclave.db"), StoreOptions::default()).await.unwrap());
-    let app = App::new(ServerConfig::default(), store, Arc::new(SimBackend::new()), Some("admin-token")).await.unwrap();
+    let app = App::new(ServerConfig::default(), store, Arc::new(SimBackend::new()), Credentials::admin("admin-token"))
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(app.serve(listener, futures::future::pending()));

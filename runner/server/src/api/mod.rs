@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod events;
+pub(crate) mod github;
 pub(crate) mod health;
 pub(crate) mod records;
 pub(crate) mod sessions;
